@@ -1,0 +1,2 @@
+#[forkless::shard_main]
+async fn serve(&self) {}

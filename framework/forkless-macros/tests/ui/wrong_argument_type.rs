@@ -1,0 +1,4 @@
+#[forkless::shard_main]
+async fn main(shard: &forkless::Shard) {
+    let _ = shard;
+}

@@ -1,0 +1,149 @@
+//! The standard command line of every forkless binary.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Arg, Args, Command, FromArgMatches};
+
+use crate::Config;
+#[cfg(test)]
+use crate::Error;
+use crate::config::{LogFormat, Shards, parse_duration};
+use crate::entry::MainOptions;
+
+#[derive(Args, Debug)]
+struct Cli {
+    /// Number of shards: `max` (one per CPU this process may use, honouring
+    /// cgroup quotas) or a count; more shards than CPUs run unpinned.
+    #[arg(long, value_name = "max|N")]
+    shards: Option<Shards>,
+
+    /// Address to listen on; repeat for several. Port 0 picks one free port
+    /// shared by every shard.
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Vec<SocketAddr>,
+
+    /// Log line format on stdout.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Close a connection whose request head has not arrived in this time.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+
+    /// How long a graceful shutdown waits for in-flight requests before forcing exit.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+
+    /// Do not pin shards to CPUs; let the OS schedule them.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+/// Parses the process's arguments; `--help`, `--version` and usage errors
+/// print and exit as clap does (0 for help, 2 for a usage error).
+pub(crate) fn parse(options: &MainOptions) -> Config {
+    let matches = command(options).get_matches();
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli.into_config(),
+        Err(error) => error.exit(),
+    }
+}
+
+/// Parses `args` (the first is the program name) without exiting.
+#[cfg(test)]
+fn try_parse<I, T>(options: &MainOptions, args: I) -> Result<Config, Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = command(options)
+        .try_get_matches_from(args)
+        .map_err(|e| Error::config(e.to_string()))?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| Error::config(e.to_string()))?;
+    Ok(cli.into_config())
+}
+
+fn command(options: &MainOptions) -> Command {
+    let shards_default = options
+        .default_shards
+        .map_or_else(|| "max".to_owned(), |n| n.to_string());
+    let listen_default = options.default_listen.unwrap_or("127.0.0.1:8080");
+    let mut command = Command::new(options.name).version(options.version);
+    if let Some(about) = options.about {
+        command = command.about(about);
+    }
+    Cli::augment_args(command)
+        .mut_arg("shards", |arg: Arg| arg.default_value(shards_default))
+        .mut_arg("listen", |arg: Arg| arg.default_value(listen_default))
+}
+
+impl Cli {
+    fn into_config(self) -> Config {
+        Config::default()
+            .shards(self.shards.unwrap_or_default())
+            .listen(self.listen)
+            .log_format(self.log_format)
+            .header_read_timeout(self.header_read_timeout)
+            .shutdown_timeout(self.shutdown_timeout)
+            .pin(!self.no_pin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPTIONS: MainOptions = MainOptions {
+        name: "app",
+        version: "0.0.0",
+        about: None,
+        default_listen: Some("127.0.0.1:9000"),
+        default_shards: Some(3),
+    };
+
+    #[test]
+    fn app_defaults_apply_when_flags_are_absent() {
+        let config = try_parse(&OPTIONS, ["app"]).expect("no flags parse");
+        assert_eq!(config.get_shards(), Shards::Count(3));
+        assert_eq!(
+            config.get_listen(),
+            &["127.0.0.1:9000".parse().expect("addr")]
+        );
+        assert_eq!(config.header_read_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let config = try_parse(
+            &OPTIONS,
+            [
+                "app",
+                "--shards",
+                "max",
+                "--listen",
+                "127.0.0.1:0",
+                "--listen",
+                "[::1]:0",
+                "--log-format",
+                "json",
+                "--header-read-timeout",
+                "500ms",
+                "--no-pin",
+            ],
+        )
+        .expect("flags parse");
+        assert_eq!(config.get_shards(), Shards::Max);
+        assert_eq!(config.get_listen().len(), 2);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.header_read_timeout, Duration::from_millis(500));
+        assert!(!config.pin);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        assert!(try_parse(&OPTIONS, ["app", "--shards", "0"]).is_err());
+        assert!(try_parse(&OPTIONS, ["app", "--listen", "localhost"]).is_err());
+        assert!(try_parse(&OPTIONS, ["app", "--unknown"]).is_err());
+    }
+}

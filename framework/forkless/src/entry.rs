@@ -1,0 +1,70 @@
+//! What `#[shard_main]` expands to call: parse the command line, set up
+//! logging, run the shards, turn the outcome into an exit code.
+//!
+//! Exit codes: `0` after a clean run or graceful shutdown, `1` when the
+//! runtime could not start or a shard failed, `2` for a usage error (clap),
+//! `3` when a shutdown had to be forced (second signal or deadline).
+
+use std::fmt::Display;
+use std::future::Future;
+use std::process::ExitCode;
+
+use crate::{Runtime, Shard};
+
+/// Exit code of a forced shutdown.
+pub const EXIT_FORCED: u8 = 3;
+
+/// The app's defaults, filled in by `#[shard_main]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MainOptions {
+    /// Program name for `--help` (the package name).
+    pub name: &'static str,
+    /// Version for `--version`.
+    pub version: &'static str,
+    /// One-line description for `--help`.
+    pub about: Option<&'static str>,
+    /// `listen = "..."` from the attribute.
+    pub default_listen: Option<&'static str>,
+    /// `shards = N` from the attribute.
+    pub default_shards: Option<usize>,
+}
+
+/// What a shard function may return: `()` or `Result<(), E: Display>`.
+pub trait ShardOutcome {
+    /// `Err` with the error's text when the shard failed.
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl ShardOutcome for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Display> ShardOutcome for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// The body of the `main` that `#[shard_main]` generates.
+pub fn run_main<F, Fut>(options: MainOptions, shard_fn: F) -> ExitCode
+where
+    F: Fn(Shard) -> Fut + Send + Clone + 'static,
+    Fut: Future + 'static,
+    Fut::Output: ShardOutcome,
+{
+    let config = crate::cli::parse(&options);
+    crate::log::init(config.log_format);
+    match Runtime::new(config).run(shard_fn) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is_forced_shutdown() => {
+            eprintln!("{}: {error}", options.name);
+            ExitCode::from(EXIT_FORCED)
+        }
+        Err(error) => {
+            eprintln!("{}: {error}", options.name);
+            ExitCode::FAILURE
+        }
+    }
+}

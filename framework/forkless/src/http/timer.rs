@@ -1,0 +1,258 @@
+//! `hyper::rt::Timer` on the shard's glommio timers.
+//!
+//! hyper wants `Send + Sync` sleeps; glommio timers are `!Send`. Instead of
+//! pretending, each shard keeps one queue of deadlines (a binary heap of weak
+//! entries) driven by a single glommio task that sleeps until the earliest
+//! one. A [`ShardSleep`] is an `Arc` of its deadline and waker, so it is
+//! honestly `Send + Sync`; creating, resetting and dropping one never touches
+//! the reactor. `reset` to a later deadline (what hyper does for every request
+//! on a keep-alive connection) is one atomic store: the stale heap entry is
+//! re-queued lazily when it comes due.
+//!
+//! A sleep created on a thread that is not running a shard never fires.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{self, Rc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures::task::AtomicWaker;
+use hyper::rt::{Sleep, Timer};
+
+/// The [`Timer`] given to hyper on every shard.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ShardTimer;
+
+impl Timer for ShardTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
+        self.sleep_until(Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
+        Box::pin(ShardSleep::new(deadline))
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: Instant) {
+        match sleep.as_mut().downcast_mut_pin::<ShardSleep>() {
+            Some(ours) => ours.get_mut().reset(new_deadline),
+            None => *sleep = self.sleep_until(new_deadline),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Nanoseconds since the queue's epoch.
+    deadline: AtomicU64,
+    fired: AtomicBool,
+    waker: AtomicWaker,
+}
+
+/// One pending deadline; see the module docs.
+#[derive(Debug)]
+pub(crate) struct ShardSleep {
+    shared: Arc<Shared>,
+}
+
+impl ShardSleep {
+    pub(crate) fn new(deadline: Instant) -> Self {
+        let shared = Arc::new(Shared {
+            deadline: AtomicU64::new(0),
+            fired: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
+        let sleep = Self { shared };
+        sleep.arm(deadline);
+        sleep
+    }
+
+    fn reset(&mut self, deadline: Instant) {
+        self.arm(deadline);
+    }
+
+    fn arm(&self, deadline: Instant) {
+        QUEUE.with(|queue| {
+            let queue = queue.borrow();
+            let Some(queue) = queue.as_ref() else {
+                return;
+            };
+            let at = queue.ticks(deadline);
+            let previous = self.shared.deadline.swap(at, Ordering::Relaxed);
+            let was_fired = self.shared.fired.swap(false, Ordering::Relaxed);
+            // A later deadline than the queued one is re-queued when the old
+            // entry comes due; anything else needs an entry of its own.
+            if was_fired || previous == 0 || at < previous {
+                queue.push(at, Arc::downgrade(&self.shared));
+            }
+        });
+    }
+}
+
+impl Sleep for ShardSleep {}
+
+impl Future for ShardSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.fired.load(Ordering::Relaxed) {
+            return Poll::Ready(());
+        }
+        self.shared.waker.register(cx.waker());
+        if self.shared.fired.load(Ordering::Relaxed) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+thread_local! {
+    static QUEUE: RefCell<Option<Rc<Queue>>> = const { RefCell::new(None) };
+}
+
+/// Starts this shard's timer queue; call once, inside the shard's executor.
+pub(crate) fn start() {
+    let queue = Rc::new(Queue {
+        epoch: Instant::now(),
+        heap: RefCell::new(BinaryHeap::new()),
+        armed: Cell::new(u64::MAX),
+        rearm: Cell::new(false),
+        driver: RefCell::new(None),
+    });
+    glommio::spawn_local(drive(Rc::downgrade(&queue))).detach();
+    QUEUE.with(|q| *q.borrow_mut() = Some(queue));
+}
+
+/// Stops this shard's timer queue; pending sleeps never fire.
+pub(crate) fn stop() {
+    QUEUE.with(|q| q.borrow_mut().take());
+}
+
+struct Queue {
+    epoch: Instant,
+    heap: RefCell<BinaryHeap<HeapEntry>>,
+    /// The deadline the driver is currently sleeping towards.
+    armed: Cell<u64>,
+    /// Set when an entry earlier than `armed` was queued.
+    rearm: Cell<bool>,
+    driver: RefCell<Option<Waker>>,
+}
+
+/// Ordered by deadline only, so ordering never looks through the `Weak`.
+struct HeapEntry {
+    at: Reverse<u64>,
+    shared: Weak<Shared>,
+}
+
+impl PartialEq for HeapEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for HeapEntry {}
+impl PartialOrd for HeapEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for HeapEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+impl Queue {
+    /// Nanoseconds from the epoch, never 0 (0 means "not armed").
+    fn ticks(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn push(&self, at: u64, shared: Weak<Shared>) {
+        self.heap.borrow_mut().push(HeapEntry {
+            at: Reverse(at),
+            shared,
+        });
+        if at < self.armed.get() {
+            self.armed.set(at);
+            self.rearm.set(true);
+            if let Some(driver) = self.driver.borrow_mut().take() {
+                driver.wake();
+            }
+        }
+    }
+
+    /// Fires everything due at `now`; returns the next deadline, if any.
+    fn fire_due(&self, now: u64) -> Option<u64> {
+        let mut heap = self.heap.borrow_mut();
+        while let Some(top) = heap.peek() {
+            let at = top.at.0;
+            if at > now {
+                return Some(at);
+            }
+            let Some(entry) = heap.pop() else { break };
+            let Some(shared) = entry.shared.upgrade() else {
+                continue;
+            };
+            let deadline = shared.deadline.load(Ordering::Relaxed);
+            if deadline > now {
+                heap.push(HeapEntry {
+                    at: Reverse(deadline),
+                    shared: entry.shared,
+                });
+            } else if deadline == at && !shared.fired.swap(true, Ordering::Relaxed) {
+                shared.waker.wake();
+            }
+        }
+        None
+    }
+}
+
+async fn drive(queue: rc::Weak<Queue>) {
+    loop {
+        let Some(strong) = queue.upgrade() else {
+            return;
+        };
+        let now = strong.ticks(Instant::now());
+        let next = strong.fire_due(now);
+        strong.armed.set(next.unwrap_or(u64::MAX));
+        let wait = next.map(|at| Duration::from_nanos(at.saturating_sub(now)));
+        drop(strong);
+        Rearm {
+            queue: queue.clone(),
+            sleep: wait.map(|d| Box::pin(glommio::timer::sleep(d))),
+        }
+        .await;
+    }
+}
+
+/// Resolves when the armed deadline passes or an earlier one is queued.
+struct Rearm<S> {
+    queue: rc::Weak<Queue>,
+    sleep: Option<Pin<Box<S>>>,
+}
+
+impl<S: Future<Output = ()>> Future for Rearm<S> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(sleep) = self.sleep.as_mut() {
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        let Some(queue) = self.queue.upgrade() else {
+            return Poll::Ready(());
+        };
+        if queue.rearm.replace(false) {
+            return Poll::Ready(());
+        }
+        *queue.driver.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}

@@ -1,0 +1,70 @@
+//! # forkless
+//!
+//! Thread-per-core Rust servers in one process: one **shard** per core (a
+//! single-threaded glommio executor pinned to its CPU, with its own
+//! SO_REUSEPORT listener on the shared port), and a **coordinator** that
+//! starts them, owns the signals and runs graceful shutdown.
+//!
+//! ```no_run
+//! use forkless::prelude::*;
+//!
+//! #[shard_main(listen = "127.0.0.1:8080")]
+//! async fn main(shard: Shard) -> Result<(), forkless::Error> {
+//!     shard.serve(|_req: Request| async { "Hello World\n" }).await
+//! }
+//! ```
+//!
+//! The layers, bottom up: [`shard`](Shard) (executor per core, placement,
+//! listener) -> coordinator (lifecycle, signals, shutdown) -> [`http`]
+//! (hyper on glommio). See `ARCHITECTURE.md` for the model and its invariants.
+
+#![warn(missing_docs)]
+
+mod cli;
+mod config;
+mod coordinator;
+mod entry;
+mod error;
+pub mod http;
+mod log;
+mod panic;
+mod runtime;
+mod shard;
+pub mod time;
+
+pub use config::{Config, DEFAULT_LISTEN, LogFormat, Shards};
+pub use entry::EXIT_FORCED;
+pub use error::Error;
+pub use runtime::Runtime;
+pub use shard::{CounterSnapshot, Shard, ShardCounters, ShardId};
+
+/// Marks the `async fn` every shard runs and generates `main`.
+///
+/// The function takes the [`Shard`] and returns `()` or `Result<(), E>`
+/// where `E: Display`. The generated `main` parses the standard command line
+/// (`--shards`, `--listen`, `--log-format`, ..., `--help`), starts logging,
+/// runs the function on every shard and exits with its outcome.
+///
+/// Options: `listen = "IP:PORT"` (default listen address) and `shards = N`
+/// (default shard count instead of one per CPU).
+///
+/// ```no_run
+/// use forkless::prelude::*;
+///
+/// #[shard_main(listen = "127.0.0.1:3000", shards = 2)]
+/// async fn main(shard: Shard) -> Result<(), forkless::Error> {
+///     shard.serve(|_req: Request| async { "hi\n" }).await
+/// }
+/// ```
+pub use forkless_macros::shard_main;
+
+/// The names most apps need.
+pub mod prelude {
+    pub use crate::http::{IntoResponse, Request, Response, StatusCode};
+    pub use crate::{Shard, ShardId, shard_main};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::entry::{MainOptions, ShardOutcome, run_main};
+}

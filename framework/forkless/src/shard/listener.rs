@@ -1,0 +1,55 @@
+//! Listening sockets: built by hand so every shard can share one port.
+//!
+//! Every socket gets SO_REUSEPORT (the kernel spreads new connections over the
+//! shards' sockets) and SO_REUSEADDR (a restarted process can bind while old
+//! connections sit in TIME_WAIT), and a backlog as deep as the kernel allows.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::IntoRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Accept queue length asked for; the kernel caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = 4096;
+
+/// Binds a non-blocking, SO_REUSEPORT listening socket on `addr`.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Hands a bound listener to the current shard's reactor.
+pub(crate) fn into_glommio(listener: TcpListener) -> glommio::net::TcpListener {
+    use std::os::fd::FromRawFd;
+    let fd = listener.into_raw_fd();
+    // SAFETY: `fd` was just released by an owned, bound, listening TCP socket,
+    // so it is valid, open and owned by nobody else; glommio takes ownership.
+    unsafe { glommio::net::TcpListener::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_sockets_share_a_resolved_port() {
+        let first =
+            bind("127.0.0.1:0".parse().expect("literal address")).expect("bind an ephemeral port");
+        let addr = first.local_addr().expect("local address");
+        assert_ne!(addr.port(), 0);
+        let second = bind(addr).expect("a second SO_REUSEPORT socket on the same port");
+        assert_eq!(second.local_addr().expect("local address"), addr);
+    }
+}

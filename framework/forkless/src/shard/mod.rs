@@ -1,0 +1,161 @@
+//! Shards: one single-threaded glommio executor per core.
+//!
+//! A shard owns everything it touches: its executor, its listeners, its
+//! connections, its handler state. Nothing here is `Send`; what crosses
+//! shards goes through the coordinator (and, later, the bus). The [`Shard`]
+//! handle is what the app's shard function receives; cloning it is cheap and
+//! every clone refers to the same shard.
+
+mod counters;
+pub(crate) mod cpus;
+mod id;
+pub(crate) mod latch;
+pub(crate) mod listener;
+pub(crate) mod preflight;
+pub(crate) mod thread;
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub use counters::{CounterSnapshot, ShardCounters};
+pub use id::ShardId;
+pub(crate) use preflight::DEFAULT_IO_MEMORY;
+
+use crate::coordinator::Event;
+use crate::http::Handler;
+use crate::{Config, Error};
+use latch::Latch;
+
+/// One address this shard listens on, and (for the first shard) the socket
+/// the coordinator already bound there to resolve port 0.
+#[derive(Debug)]
+pub(crate) struct ListenSpec {
+    pub(crate) addr: SocketAddr,
+    pub(crate) prebound: Option<std::net::TcpListener>,
+}
+
+/// The handle a shard function receives: who this shard is, and its services.
+///
+/// `!Send`: it belongs to its shard. Clone it freely within the shard.
+///
+/// ```no_run
+/// use forkless::Shard;
+///
+/// #[forkless::shard_main]
+/// async fn main(shard: Shard) {
+///     let id = shard.id();
+///     shard
+///         .serve(move |_req| async move { format!("hello from shard {id}\n") })
+///         .await
+///         .expect("serve");
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Shard {
+    inner: Rc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: ShardId,
+    count: usize,
+    cpu: Option<usize>,
+    config: Arc<Config>,
+    listen: RefCell<Option<Vec<ListenSpec>>>,
+    stopping: Latch,
+    events: flume::Sender<Event>,
+    counters: Arc<ShardCounters>,
+}
+
+pub(crate) struct ShardParts {
+    pub(crate) id: ShardId,
+    pub(crate) count: usize,
+    pub(crate) cpu: Option<usize>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) listen: Vec<ListenSpec>,
+    pub(crate) events: flume::Sender<Event>,
+    pub(crate) counters: Arc<ShardCounters>,
+}
+
+impl Shard {
+    pub(crate) fn new(parts: ShardParts, stopping: Latch) -> Self {
+        Self {
+            inner: Rc::new(Inner {
+                id: parts.id,
+                count: parts.count,
+                cpu: parts.cpu,
+                config: parts.config,
+                listen: RefCell::new(Some(parts.listen)),
+                stopping,
+                events: parts.events,
+                counters: parts.counters,
+            }),
+        }
+    }
+
+    /// This shard's identity, `0..count()`.
+    pub fn id(&self) -> ShardId {
+        self.inner.id
+    }
+
+    /// How many shards this process runs.
+    pub fn count(&self) -> usize {
+        self.inner.count
+    }
+
+    /// The CPU this shard is pinned to, or `None` when unpinned.
+    pub fn cpu(&self) -> Option<usize> {
+        self.inner.cpu
+    }
+
+    /// This shard's counters.
+    pub fn counters(&self) -> &ShardCounters {
+        &self.inner.counters
+    }
+
+    /// The runtime configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.is_set()
+    }
+
+    /// Resolves when the process starts shutting down: the place for the
+    /// shard's own shutdown work (Node's `'disconnect'` / shutdown message).
+    ///
+    /// Cancel-safe; any number of tasks may wait.
+    pub fn stopping(&self) -> impl Future<Output = ()> + 'static {
+        self.inner.stopping.wait()
+    }
+
+    /// Serves HTTP with `handler` on every listen address until shutdown,
+    /// then waits for in-flight requests to finish.
+    ///
+    /// Call it once per shard; a second call returns an error.
+    pub async fn serve<H: Handler>(&self, handler: H) -> Result<(), Error> {
+        let Some(listen) = self.inner.listen.borrow_mut().take() else {
+            return Err(Error::config("Shard::serve was called twice on one shard"));
+        };
+        crate::http::serve(self, listen, handler).await
+    }
+
+    pub(crate) fn counters_arc(&self) -> &Arc<ShardCounters> {
+        &self.inner.counters
+    }
+
+    pub(crate) fn latch(&self) -> &Latch {
+        &self.inner.stopping
+    }
+
+    pub(crate) fn report(&self, event: Event) {
+        // The coordinator outlives every shard; a closed channel means the
+        // process is already exiting and there is nobody left to tell.
+        let _ = self.inner.events.send(event);
+    }
+}

@@ -1,0 +1,103 @@
+//! The thread of one shard: build its executor, run the shard function,
+//! report how it ended.
+
+use std::future::Future;
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::thread::JoinHandle;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::latch::Latch;
+use super::{Shard, ShardId, ShardParts};
+use crate::coordinator::{Command, Event, Exit};
+use crate::entry::ShardOutcome;
+
+/// glommio submission queue depth per ring; 3 rings a shard.
+const RING_DEPTH: usize = 128;
+
+/// Starts shard `parts.id` on its own thread.
+pub(crate) fn spawn<F, Fut>(
+    parts: ShardParts,
+    io_memory: usize,
+    control: flume::Receiver<Command>,
+    shard_fn: F,
+) -> io::Result<JoinHandle<()>>
+where
+    F: Fn(Shard) -> Fut + Send + 'static,
+    Fut: Future + 'static,
+    Fut::Output: ShardOutcome,
+{
+    let id = parts.id;
+    std::thread::Builder::new()
+        .name(format!("shard-{id}"))
+        .spawn(move || {
+            let span = tracing::info_span!("shard", id = id.get());
+            let _entered = span.enter();
+            let events = parts.events.clone();
+            let exit = match run(parts, io_memory, control, shard_fn) {
+                Ok(exit) => exit,
+                Err(message) => Exit::Failed(message),
+            };
+            let _ = events.send(Event::Exited(id, exit));
+        })
+}
+
+fn run<F, Fut>(
+    parts: ShardParts,
+    io_memory: usize,
+    control: flume::Receiver<Command>,
+    shard_fn: F,
+) -> Result<Exit, String>
+where
+    F: Fn(Shard) -> Fut,
+    Fut: Future + 'static,
+    Fut::Output: ShardOutcome,
+{
+    let placement = match parts.cpu {
+        Some(cpu) => Placement::Fixed(cpu),
+        None => Placement::Unbound,
+    };
+    let executor = LocalExecutorBuilder::new(placement)
+        .name(&format!("shard-{}", parts.id))
+        .io_memory(io_memory)
+        .ring_depth(RING_DEPTH)
+        .make()
+        .map_err(|e| executor_error(parts.id, &e.to_string()))?;
+
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        executor.run(async move {
+            crate::http::timer::start();
+            let stopping = Latch::new();
+            glommio::spawn_local(listen_for_commands(control, stopping.clone())).detach();
+            let shard = Shard::new(parts, stopping);
+            let result = shard_fn(shard).await.into_result();
+            crate::http::timer::stop();
+            result
+        })
+    }));
+    Ok(match outcome {
+        Ok(Ok(())) => Exit::Returned,
+        Ok(Err(message)) => Exit::Failed(message),
+        Err(payload) => Exit::Panicked(crate::panic::message(payload.as_ref())),
+    })
+}
+
+async fn listen_for_commands(control: flume::Receiver<Command>, stopping: Latch) {
+    // A closed channel means the coordinator is gone: stop as well.
+    while let Ok(command) = control.recv_async().await {
+        match command {
+            Command::Stop => stopping.set(),
+        }
+    }
+    stopping.set();
+}
+
+fn executor_error(shard: ShardId, detail: &str) -> String {
+    let hint = if detail.contains("ENOMEM") || detail.contains("Cannot allocate memory") {
+        " (locked memory: raise `ulimit -l` / LimitMEMLOCK=, or run fewer shards)"
+    } else {
+        ""
+    };
+    format!("cannot start the executor of shard {shard}: {detail}{hint}")
+}

@@ -1,0 +1,293 @@
+//! Test kit for the end-to-end tests: start a real forkless binary, find
+//! its port, talk raw HTTP/1.1 to it, signal it, and always clean up.
+//!
+//! Every wait is bounded; a [`Server`] is killed when dropped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long any single network read in a test may block.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `target/<profile>` directory the running test binary lives in.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // target/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of an app binary of this workspace, built once per test process
+/// with the same profile as the tests.
+pub fn app_binary(package: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = profile_dir();
+    if !built.iter().any(|p| p == package) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut command = Command::new(cargo);
+        command.args(["build", "--quiet", "-p", package, "--bin", package]);
+        if dir.file_name().is_some_and(|name| name == "release") {
+            command.arg("--release");
+        }
+        let status = command.status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p {package} failed");
+        built.push(package.to_owned());
+    }
+    dir.join(package)
+}
+
+/// A running server process.
+pub struct Server {
+    child: Child,
+    /// The address its listener resolved to.
+    pub addr: SocketAddr,
+    output: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `binary` with `args` plus `--listen 127.0.0.1:0` and waits
+    /// (at most 20 s) for its `listening on http://...` line.
+    pub fn start(binary: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(binary)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        let output = Arc::new(Mutex::new(String::new()));
+        let (found_tx, found_rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        collect(stderr, output.clone(), None);
+        collect(stdout, output.clone(), Some(found_tx));
+        let addr = match found_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} printed no `listening on` line; output:\n{}",
+                    binary.display(),
+                    output.lock().unwrap_or_else(|e| e.into_inner())
+                );
+            }
+        };
+        Server {
+            child,
+            addr,
+            output,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits i32")
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// Waits at most `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the process printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Opens a connection with bounded reads and writes.
+    pub fn connect(&self) -> TcpStream {
+        connect(self.addr)
+    }
+
+    /// `GET path` on a fresh connection.
+    pub fn get(&self, path: &str) -> Response {
+        let mut stream = self.connect();
+        send(&mut stream, &request("GET", path, &[]));
+        read_response(&mut BufReader::new(stream)).expect("a response")
+    }
+
+    /// Opens fresh connections until one lands on `shard` (at most 2,000 tries).
+    pub fn connect_to_shard(&self, shard: &str) -> Option<(BufReader<TcpStream>, Response)> {
+        for _ in 0..2000 {
+            let mut stream = BufReader::new(self.connect());
+            send(stream.get_mut(), &request("GET", "/", &[]));
+            let response = read_response(&mut stream).expect("a response");
+            if response.header("x-shard") == Some(shard) {
+                return Some((stream, response));
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(
+    pipe: impl Read + Send + 'static,
+    output: Arc<Mutex<String>>,
+    found: Option<std::sync::mpsc::Sender<SocketAddr>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Some(found) = &found {
+                if let Some(addr) = line.strip_prefix("listening on http://") {
+                    if let Ok(addr) = addr.trim().parse() {
+                        let _ = found.send(addr);
+                    }
+                }
+            }
+            let mut output = output.lock().unwrap_or_else(|e| e.into_inner());
+            output.push_str(&line);
+            output.push('\n');
+        }
+    });
+}
+
+/// A connection with bounded reads and writes.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .expect("write timeout");
+    stream
+}
+
+/// The bytes of an HTTP/1.1 request with a `Host` header and `headers`.
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    text.into_bytes()
+}
+
+/// Writes all of `bytes`.
+pub fn send(stream: &mut TcpStream, bytes: &[u8]) {
+    stream.write_all(bytes).expect("write the request");
+}
+
+/// One parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl Response {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response (Content-Length framed, or an empty body); `None`
+/// when the connection closed before a status line.
+pub fn read_response(reader: &mut BufReader<TcpStream>) -> Option<Response> {
+    let mut status_line = String::new();
+    if reader.read_line(&mut status_line).ok()? == 0 {
+        return None;
+    }
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read a header line");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').expect("a header has a colon");
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| {
+            v.parse::<usize>().expect("numeric content-length")
+        });
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("read the body");
+    Some(Response {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("utf-8 body"),
+    })
+}
+
+/// Whether the peer closed `stream` (a read returns 0 or a reset) within `timeout`.
+pub fn closed_within(stream: &mut TcpStream, timeout: Duration) -> bool {
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("read timeout");
+    let mut sink = [0u8; 1024];
+    let deadline = Instant::now() + timeout;
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
+/// The shard counts every test runs at.
+pub const SHARD_COUNTS: [usize; 3] = [1, 2, 4];

@@ -1,0 +1,91 @@
+//! The `hello` app end to end, at 1, 2 and 4 shards.
+
+use std::collections::HashSet;
+use std::io::BufReader;
+use std::time::{Duration, Instant};
+
+use forkless_tests::{SHARD_COUNTS, Server, app_binary, read_response, request, send};
+
+fn hello(shards: usize) -> Server {
+    let shards = shards.to_string();
+    Server::start(&app_binary("hello"), &["--shards", &shards])
+}
+
+#[test]
+fn fresh_connections_are_served_by_every_shard() {
+    for shards in SHARD_COUNTS {
+        let server = hello(shards);
+        let mut seen = HashSet::new();
+        for _ in 0..200 {
+            let response = server.get("/");
+            assert_eq!(response.status, 200);
+            assert_eq!(response.body, "Hello World\n");
+            let shard = response
+                .header("x-shard")
+                .expect("x-shard header")
+                .to_owned();
+            let id: usize = shard.parse().expect("numeric shard id");
+            assert!(
+                id < shards,
+                "shard id {id} out of range for {shards} shards"
+            );
+            seen.insert(shard);
+        }
+        if shards > 1 {
+            assert!(seen.len() > 1, "{shards} shards but only {seen:?} answered");
+        }
+    }
+}
+
+#[test]
+fn a_thousand_keep_alive_requests_on_one_connection() {
+    for shards in SHARD_COUNTS {
+        let server = hello(shards);
+        let mut stream = BufReader::new(server.connect());
+        let mut first_shard = None;
+        for _ in 0..1000 {
+            send(stream.get_mut(), &request("GET", "/", &[]));
+            let response = read_response(&mut stream).expect("a response on the same connection");
+            assert_eq!(response.status, 200);
+            assert_eq!(response.body, "Hello World\n");
+            let shard = response.header("x-shard").map(str::to_owned);
+            // One connection lives on one shard.
+            assert_eq!(*first_shard.get_or_insert(shard.clone()), shard);
+        }
+    }
+}
+
+#[test]
+fn unknown_paths_are_404_and_other_methods_405() {
+    let server = hello(2);
+    assert_eq!(server.get("/nope").status, 404);
+    let mut stream = BufReader::new(server.connect());
+    send(stream.get_mut(), &request("DELETE", "/", &[]));
+    assert_eq!(read_response(&mut stream).expect("a response").status, 405);
+}
+
+#[test]
+fn sigterm_exits_zero_within_two_seconds() {
+    for shards in SHARD_COUNTS {
+        let mut server = hello(shards);
+        // An idle keep-alive connection must not hold the shutdown up.
+        let mut idle = BufReader::new(server.connect());
+        send(idle.get_mut(), &request("GET", "/", &[]));
+        assert_eq!(read_response(&mut idle).expect("a response").status, 200);
+        let sent = Instant::now();
+        server.signal(libc::SIGTERM);
+        let status = server
+            .wait_exit(Duration::from_secs(2))
+            .unwrap_or_else(|| panic!("still running 2 s after SIGTERM with {shards} shards"));
+        assert_eq!(status.code(), Some(0), "output:\n{}", server.output());
+        assert!(sent.elapsed() < Duration::from_secs(2));
+    }
+}
+
+#[test]
+fn sigint_exits_zero_too() {
+    let mut server = hello(2);
+    server.signal(libc::SIGINT);
+    let status = server.wait_exit(Duration::from_secs(2)).expect("exited");
+    assert_eq!(status.code(), Some(0));
+}
