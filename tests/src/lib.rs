@@ -45,6 +45,7 @@ pub fn app_binary(package: &str) -> PathBuf {
 }
 
 /// A running server process.
+#[derive(Debug)]
 pub struct Server {
     child: Child,
     /// The address its listener resolved to.
@@ -56,13 +57,16 @@ impl Server {
     /// Starts `binary` with `args` plus `--listen 127.0.0.1:0` and waits
     /// (at most 20 s) for its `listening on http://...` line.
     pub fn start(binary: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(binary)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+        let mut command = Command::new(binary);
+        command.args(["--listen", "127.0.0.1:0"]).args(args);
+        Server::start_command(command)
+    }
+
+    /// Starts a prepared command (which must make the server listen on a
+    /// free port) and waits (at most 20 s) for its `listening on` line.
+    pub fn start_command(mut command: Command) -> Server {
+        let binary = PathBuf::from(command.get_program());
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -168,12 +172,11 @@ fn collect(
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
-            if let Some(found) = &found {
-                if let Some(addr) = line.strip_prefix("listening on http://") {
-                    if let Ok(addr) = addr.trim().parse() {
-                        let _ = found.send(addr);
-                    }
-                }
+            if let Some(found) = &found
+                && let Some(addr) = line.strip_prefix("listening on http://")
+                && let Ok(addr) = addr.trim().parse()
+            {
+                let _ = found.send(addr);
             }
             let mut output = output.lock().unwrap_or_else(|e| e.into_inner());
             output.push_str(&line);

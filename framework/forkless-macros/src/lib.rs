@@ -9,7 +9,7 @@
 //! (`--listen`, `--shards`, ...), starts one shard per core and runs the
 //! function once on every shard:
 //!
-//! ```ignore
+//! ```no_run
 //! #[forkless::shard_main(listen = "127.0.0.1:8080", shards = 4)]
 //! async fn main(shard: forkless::Shard) -> std::io::Result<()> {
 //!     // Runs on every shard, each with its own listener on the shared port.
@@ -35,14 +35,16 @@ use proc_macro::TokenStream;
 /// Makes an `async fn` taking a `forkless::Shard` the program's entry point,
 /// run once on every shard.
 ///
+/// Put it in the binary's crate root (`main.rs`), where `fn main` belongs.
 /// The function may have any name: one called `main` is kept inside the
 /// generated `fn main`, any other stays where it is. It returns `()` or a
-/// `Result<(), E>` (the runtime reports an error and exits non-zero).
+/// `Result<(), E>` with `E: Display` (the runtime reports an `Err` and exits
+/// non-zero).
 ///
 /// Options: `listen = "127.0.0.1:8080"` (the default listen address) and
 /// `shards = 4` (the default shard count), comma separated.
 ///
-/// ```ignore
+/// ```no_run
 /// #[forkless::shard_main(listen = "0.0.0.0:8080")]
 /// async fn main(shard: forkless::Shard) {
 ///     let _ = shard;

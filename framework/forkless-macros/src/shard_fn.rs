@@ -32,7 +32,8 @@ impl Parse for ShardFn {
             input.peek(Token![extern]),
         ];
         if !lookahead.contains(&true) {
-            let message = format!("`#[shard_main]` goes on a function: {EXPECTED}");
+            let message =
+                format!("`#[shard_main]` goes on the `async fn` every shard runs: {EXPECTED}");
             return Err(input.error(message));
         }
         let sig = input.parse()?;
@@ -66,6 +67,12 @@ impl ShardFn {
     /// point takes too.
     pub(crate) fn is_main(&self) -> bool {
         self.sig.ident == "main"
+    }
+
+    /// The function's `#[cfg(...)]` attributes: the generated `fn main`
+    /// exists exactly when the function does.
+    pub(crate) fn cfgs(&self) -> impl Iterator<Item = &Attribute> {
+        self.attrs.iter().filter(|attr| attr.path().is_ident("cfg"))
     }
 
     /// Whether the function has a `self` argument: emitted alone, outside an
@@ -158,5 +165,88 @@ impl ShardFn {
             all.combine(error);
             all
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShardFn;
+    use quote::quote;
+
+    fn errors(item: proc_macro2::TokenStream) -> Vec<String> {
+        let function: ShardFn = syn::parse2(item).expect("a function");
+        function
+            .check()
+            .map(|error| error.into_iter().map(|e| e.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_shard_function_passes() {
+        assert!(
+            errors(quote!(
+                async fn main(shard: forkless::Shard) {}
+            ))
+            .is_empty()
+        );
+        assert!(
+            errors(quote!(
+                pub async fn serve(_: Shard) -> Result<(), E> {
+                    x
+                }
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_body_is_not_parsed() {
+        assert!(errors(quote!(async fn main(shard: Shard) { let x = ; })).is_empty());
+    }
+
+    #[test]
+    fn errors_come_in_source_order() {
+        let found = errors(quote!(
+            const unsafe fn app<T>(a: T, b: T)
+            where
+                T: Copy,
+            {
+            }
+        ));
+        let starts: Vec<&str> = found.iter().map(|m| &m[..m.len().min(30)]).collect();
+        assert_eq!(
+            starts,
+            [
+                "a shard function cannot be `co",
+                "a shard function cannot be `un",
+                "a shard function must be `asyn",
+                "a shard function cannot be gen",
+                "a shard function takes exactly",
+                "a shard function cannot have a",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_method_is_one_error_not_two() {
+        let found = errors(quote!(
+            async fn serve(&self, shard: Shard) {}
+        ));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("`async fn serve(shard: forkless::Shard)`"));
+    }
+
+    #[test]
+    fn not_a_function() {
+        let error = syn::parse2::<ShardFn>(quote!(
+            struct App;
+        ))
+        .err()
+        .expect("an error");
+        assert!(
+            error
+                .to_string()
+                .starts_with("`#[shard_main]` goes on the `async fn`")
+        );
     }
 }

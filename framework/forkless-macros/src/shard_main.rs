@@ -29,21 +29,12 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote!(#error #item);
         }
     };
-    let options = Options::parse(args);
-    let errors = match (options.as_ref().err().cloned(), function.check()) {
-        (None, None) => None,
-        (Some(error), None) | (None, Some(error)) => Some(error),
-        (Some(mut first), Some(second)) => {
-            first.combine(second);
-            Some(first)
-        }
-    };
-    match (options, errors) {
+    match (Options::parse(args), function.check()) {
         (Ok(options), None) => entry_point(&function, &options),
-        (_, errors) => {
-            let errors = errors.map(syn::Error::into_compile_error);
-            let fallback = fallback(function);
-            quote!(#errors #fallback)
+        (Ok(_), Some(error)) | (Err(error), None) => failed(error, function),
+        (Err(mut error), Some(more)) => {
+            error.combine(more);
+            failed(error, function)
         }
     }
 }
@@ -53,6 +44,7 @@ fn entry_point(function: &ShardFn, options: &Options) -> TokenStream {
     let ident = &function.sig.ident;
     let nested = function.is_main().then_some(function);
     let top_level = (!function.is_main()).then_some(function);
+    let cfgs = function.cfgs();
     let options = main_options(options);
 
     // The runtime's bounds check the argument and return types. Give each
@@ -75,6 +67,7 @@ fn entry_point(function: &ShardFn, options: &Options) -> TokenStream {
     quote! {
         #top_level
 
+        #(#cfgs)*
         fn main() -> ::std::process::ExitCode {
             #nested
             #run_main
@@ -107,30 +100,30 @@ fn main_options(options: &Options) -> TokenStream {
     }
 }
 
-/// What is emitted beside the errors: the user's function stripped of what
-/// rustc would reject on its own, and an empty `fn main` so that a missing
-/// entry point is not reported too.
-fn fallback(mut function: ShardFn) -> TokenStream {
+/// The errors, beside the user's function stripped of what rustc would
+/// reject on its own and an empty `fn main`, so that a missing entry point
+/// is not reported too.
+fn failed(error: syn::Error, mut function: ShardFn) -> TokenStream {
+    let error = error.into_compile_error();
     if function.has_receiver() {
         // `self` outside an `impl` is an error of its own: leave it out.
-        return quote!(
-            fn main() {}
-        );
+        return quote! { #error fn main() {} };
     }
     function.sig.constness = None;
     function.sig.abi = None;
     function.sig.variadic = None;
     let is_main = function.is_main();
-    beside_stub_main(quote!(#[allow(unused)] #function), is_main)
+    let function = beside_stub_main(quote!(#[allow(unused)] #function), is_main);
+    quote!(#error #function)
 }
 
 /// `item` and an empty `fn main`; `item` goes inside it when it is called
 /// `main` itself, where rustc does not hold it to the entry point's rules.
 fn beside_stub_main(item: TokenStream, is_main: bool) -> TokenStream {
     if is_main {
-        quote!(fn main() { #item })
+        quote! { fn main() { #item } }
     } else {
-        quote!(#item fn main() {})
+        quote! { #item fn main() {} }
     }
 }
 

@@ -30,6 +30,10 @@ pub struct MainOptions {
 }
 
 /// What a shard function may return: `()` or `Result<(), E: Display>`.
+#[diagnostic::on_unimplemented(
+    message = "a shard function returns `()` or `Result<(), E>` with `E: Display`, not `{Self}`",
+    label = "this return type is not accepted by #[shard_main]"
+)]
 pub trait ShardOutcome {
     /// `Err` with the error's text when the shard failed.
     fn into_result(self) -> Result<(), String>;

@@ -68,3 +68,8 @@ pub mod prelude {
 pub mod __private {
     pub use crate::entry::{MainOptions, ShardOutcome, run_main};
 }
+
+/// The README's example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -10,7 +10,10 @@ use crate::LogFormat;
 /// Installs the subscriber; a no-op when the app installed its own.
 /// `RUST_LOG` filters as usual (default `info`).
 pub(crate) fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // glommio warns, in several lines per shard, when it cannot register its
+    // buffers under the memlock limit; the coordinator says it once instead.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,glommio_ng::sys::uring=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())

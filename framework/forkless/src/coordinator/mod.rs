@@ -74,13 +74,22 @@ where
     } else {
         vec![None; count]
     };
-    let io_memory = shard::preflight::io_memory_per_shard(
-        count,
-        config.io_memory,
-        shard::preflight::memlock_limit(),
-        shard::preflight::has_ipc_lock(),
-    )
-    .map_err(preflight_error)?;
+    let memlock = shard::preflight::memlock_limit();
+    let ipc_lock = shard::preflight::has_ipc_lock();
+    let io_memory =
+        shard::preflight::io_memory_per_shard(count, config.io_memory, memlock, ipc_lock)
+            .map_err(preflight_error)?;
+    if let Some(limit) = memlock
+        && !ipc_lock
+        && shard::preflight::shards_that_fit(limit) < count
+    {
+        tracing::warn!(
+            "the locked-memory limit ({} KiB) registers io_uring buffers for only {} of {count} shards; \
+             the others use unregistered buffers (slower file I/O, sockets unaffected): raise `ulimit -l` to avoid it",
+            limit / 1024,
+            shard::preflight::shards_that_fit(limit)
+        );
+    }
     if config.listen.is_empty() {
         return Err(Error::config("no listen address given"));
     }

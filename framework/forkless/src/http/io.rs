@@ -1,10 +1,11 @@
 //! hyper's I/O traits over a glommio `TcpStream`, with writes batched per
 //! wake-up of the connection task.
 //!
-//! Reads go through glommio's per-connection receive buffer
-//! ([`Preallocated`], allocated once per connection) and are copied straight
-//! into hyper's uninitialised read buffer with `put_slice`: no zero-filling
-//! per read and no `unsafe`.
+//! Reads land in a receive buffer owned by the connection (zeroed once, when
+//! the connection opens) through glommio's unbuffered stream, which tries a
+//! plain non-blocking `recv` before it involves the ring; the bytes are then
+//! copied into hyper's uninitialised read buffer with `put_slice`. No
+//! zero-filling per read and no `unsafe`.
 //!
 //! Writes are collected in an output buffer and sent when the connection
 //! task is about to wait ([`Flush`] wraps the connection future), when the
@@ -21,8 +22,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 
-use futures::io::{AsyncBufRead, AsyncWrite};
-use glommio::net::{Preallocated, TcpStream};
+use futures::io::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
 use hyper::rt::{Read, ReadBufCursor, Write};
 
 /// Receive buffer per connection: a burst of pipelined requests.
@@ -32,7 +33,11 @@ const RECV_BUFFER: usize = 8 * 1024;
 const HIGH_WATER: usize = 64 * 1024;
 
 struct Inner {
-    stream: TcpStream<Preallocated>,
+    stream: TcpStream,
+    /// Received bytes not yet handed to hyper: `recv[start..end]`.
+    recv: Box<[u8]>,
+    start: usize,
+    end: usize,
     out: Vec<u8>,
     /// How much of `out` has been sent.
     sent: usize,
@@ -90,7 +95,10 @@ pub(crate) struct FlushHandle {
 /// Splits a stream into hyper's side and the flushing side.
 pub(crate) fn split(stream: TcpStream) -> (Io, FlushHandle) {
     let inner = Rc::new(RefCell::new(Inner {
-        stream: stream.buffered_with(Preallocated::new(RECV_BUFFER)),
+        stream,
+        recv: vec![0; RECV_BUFFER].into_boxed_slice(),
+        start: 0,
+        end: 0,
         out: Vec::new(),
         sent: 0,
     }));
@@ -110,10 +118,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        if this.done.is_none() {
-            if let Poll::Ready(output) = Pin::new(&mut this.future).poll(cx) {
-                this.done = Some(output);
-            }
+        if this.done.is_none()
+            && let Poll::Ready(output) = Pin::new(&mut this.future).poll(cx)
+        {
+            this.done = Some(output);
         }
         let sent = this.inner.borrow_mut().poll_send(cx);
         match (this.done.take(), sent) {
@@ -136,12 +144,15 @@ impl Read for Io {
         cx: &mut Context<'_>,
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut inner = self.inner.borrow_mut();
-        let mut stream = Pin::new(&mut inner.stream);
-        let received = ready!(stream.as_mut().poll_fill_buf(cx))?;
-        let n = received.len().min(buf.remaining());
-        buf.put_slice(&received[..n]);
-        stream.consume(n);
+        let inner = &mut *self.inner.borrow_mut();
+        if inner.start == inner.end {
+            let n = ready!(Pin::new(&mut inner.stream).poll_read(cx, &mut inner.recv))?;
+            inner.start = 0;
+            inner.end = n;
+        }
+        let n = (inner.end - inner.start).min(buf.remaining());
+        buf.put_slice(&inner.recv[inner.start..inner.start + n]);
+        inner.start += n;
         Poll::Ready(Ok(()))
     }
 }

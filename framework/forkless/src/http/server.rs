@@ -222,10 +222,10 @@ impl Drop for OpenGuard<'_> {
         let left = self.open.count.get() - 1;
         self.open.count.set(left);
         self.counters.connection_closed();
-        if left == 0 {
-            if let Some(waiter) = self.open.waiter.take() {
-                waiter.wake();
-            }
+        if left == 0
+            && let Some(waiter) = self.open.waiter.take()
+        {
+            waiter.wake();
         }
     }
 }

@@ -241,10 +241,10 @@ impl<S: Future<Output = ()>> Future for Rearm<S> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(sleep) = self.sleep.as_mut() {
-            if sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
+        if let Some(sleep) = self.sleep.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(());
         }
         let Some(queue) = self.queue.upgrade() else {
             return Poll::Ready(());

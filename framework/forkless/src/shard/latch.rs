@@ -91,10 +91,10 @@ impl Future for Wait {
 
 impl Drop for Wait {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            if !self.inner.set.get() {
-                self.inner.waiters.borrow_mut().try_remove(key);
-            }
+        if let Some(key) = self.key.take()
+            && !self.inner.set.get()
+        {
+            self.inner.waiters.borrow_mut().try_remove(key);
         }
     }
 }
