@@ -28,12 +28,9 @@ fn unprivileged(slot: u32, memlock: u64, binary: &Path) -> Option<Command> {
     }
     let mut command = Command::new("setpriv");
     command
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "prlimit",
-        ])
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .args(["--clear-groups", "prlimit"])
         .arg(format!("--memlock={memlock}:{memlock}"))
         .arg("--")
         .arg(binary);
