@@ -4,7 +4,8 @@
 //! These tests drop privileges with `setpriv`, so they run only as root;
 //! anywhere else they say so and pass without checking.
 
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -37,11 +38,39 @@ fn unprivileged(slot: u32, memlock: u64, binary: &Path) -> Option<Command> {
     Some(command)
 }
 
+/// A copy of `binary` that any user may run (the checkout may sit in a
+/// directory only root can enter); removed when dropped.
+struct PublicCopy {
+    dir: PathBuf,
+    binary: PathBuf,
+}
+
+impl PublicCopy {
+    fn of(binary: &Path, name: &str) -> PublicCopy {
+        let dir = std::env::temp_dir().join(format!("forkless-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a public directory");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("make it public");
+        let copy = dir.join("app");
+        std::fs::copy(binary, &copy).expect("copy the binary");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+            .expect("make it executable by anyone");
+        PublicCopy { dir, binary: copy }
+    }
+}
+
+impl Drop for PublicCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn shards_start_for_a_non_root_user_within_8_mib_of_locked_memory() {
-    let hello = app_binary("hello");
+    let copy = PublicCopy::of(&app_binary("hello"), "within-memlock");
+    let hello = &copy.binary;
     for shards in [2u32, 4, 16] {
-        let Some(mut command) = unprivileged(shards.ilog2(), 8 << 20, &hello) else {
+        let Some(mut command) = unprivileged(shards.ilog2(), 8 << 20, hello) else {
             return;
         };
         command.args(["--listen", "127.0.0.1:0", "--shards", &shards.to_string()]);
@@ -61,8 +90,9 @@ fn shards_start_for_a_non_root_user_within_8_mib_of_locked_memory() {
 
 #[test]
 fn too_little_locked_memory_is_a_one_line_error() {
-    let hello = app_binary("hello");
-    let Some(mut command) = unprivileged(7, 64 << 10, &hello) else {
+    let copy = PublicCopy::of(&app_binary("hello"), "low-memlock");
+    let hello = &copy.binary;
+    let Some(mut command) = unprivileged(7, 64 << 10, hello) else {
         return;
     };
     let output = command
