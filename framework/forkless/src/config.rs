@@ -79,6 +79,8 @@ pub struct Config {
     pub(crate) header_read_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) log_format: LogFormat,
+    pub(crate) bus_capacity: usize,
+    pub(crate) spin_before_park: Duration,
 }
 
 /// The default listen address when neither the app nor the command line gives one.
@@ -97,6 +99,8 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             log_format: LogFormat::Text,
+            bus_capacity: 1024,
+            spin_before_park: Duration::ZERO,
         }
     }
 }
@@ -141,6 +145,21 @@ impl Config {
     /// Text or JSON log lines.
     pub fn log_format(mut self, format: LogFormat) -> Self {
         self.log_format = format;
+        self
+    }
+
+    /// Messages each bus queue (one per sending and receiving shard pair and
+    /// message type) holds before `try_send` says `Full`; default 1024.
+    pub fn bus_capacity(mut self, messages: usize) -> Self {
+        self.bus_capacity = messages.max(1);
+        self
+    }
+
+    /// How long an idle shard spins before it parks: wake-ups (bus messages,
+    /// I/O) within that window cost no sleep and no wake, for CPU spent
+    /// spinning. Default zero: idle shards park at once.
+    pub fn spin_before_park(mut self, spin: Duration) -> Self {
+        self.spin_before_park = spin;
         self
     }
 

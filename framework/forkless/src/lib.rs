@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bus;
 mod cli;
 mod config;
 mod coordinator;
@@ -30,13 +31,16 @@ mod log;
 mod panic;
 mod runtime;
 mod shard;
+mod task;
 pub mod time;
 
 pub use config::{Config, DEFAULT_LISTEN, LogFormat, Shards};
+pub use coordinator::{Coordinator, CoordinatorBus};
 pub use entry::EXIT_FORCED;
 pub use error::Error;
 pub use runtime::Runtime;
 pub use shard::{CounterSnapshot, Shard, ShardCounters, ShardId};
+pub use task::{JoinHandle, spawn};
 
 /// Marks the `async fn` every shard runs and generates `main`.
 ///
@@ -60,6 +64,7 @@ pub use forkless_macros::shard_main;
 
 /// The names most apps need.
 pub mod prelude {
+    pub use crate::bus::{Bus, Origin};
     pub use crate::http::{IntoResponse, Request, Response, StatusCode};
     pub use crate::{Shard, ShardId, shard_main};
 }

@@ -14,9 +14,16 @@ thread_local! {
 pub(crate) fn install_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
             let message = describe(info);
-            tracing::error!(target: "forkless::panic", "panic: {message}");
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!(target: "forkless::panic", "panic: {message}");
+            } else {
+                // Nobody listens to `tracing` (a test, an embedder): keep
+                // the default report on stderr.
+                previous(info);
+            }
             LAST.with(|last| *last.borrow_mut() = Some(message));
         }));
     });

@@ -2,8 +2,9 @@
 
 use std::future::Future;
 
+use crate::coordinator::AppCoordinator;
 use crate::entry::ShardOutcome;
-use crate::{Config, Error, Shard};
+use crate::{Config, Coordinator, Error, Shard};
 
 /// Starts the shards described by a [`Config`] and supervises them.
 ///
@@ -22,15 +23,52 @@ use crate::{Config, Error, Shard};
 ///     })
 ///     .expect("the server ran");
 /// ```
-#[derive(Debug)]
 pub struct Runtime {
     config: Config,
+    coordinator: Option<AppCoordinator>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .field("coordinator", &self.coordinator.is_some())
+            .finish()
+    }
 }
 
 impl Runtime {
     /// A runtime for `config`.
     pub fn new(config: Config) -> Self {
-        Self { config }
+        Self {
+            config,
+            coordinator: None,
+        }
+    }
+
+    /// Runs `f` on a thread of its own once the shards are started: the
+    /// place for Node-"primary" code that messages shards and hears from
+    /// them through [`Coordinator::bus`]. The runtime does not wait for it
+    /// to return; its `recv` calls return `None` once the runtime ended.
+    ///
+    /// ```no_run
+    /// use forkless::{Config, Coordinator, Runtime, Shard, ShardId};
+    ///
+    /// Runtime::new(Config::default().listen([]))
+    ///     .coordinator(|coordinator: Coordinator| {
+    ///         let bus = coordinator.bus::<String>();
+    ///         while let Some(envelope) = bus.recv() {
+    ///             println!("{:?} says {}", envelope.from, envelope.msg);
+    ///         }
+    ///     })
+    ///     .run(|shard: Shard| async move {
+    ///         let _ = shard.bus::<String>().to_coordinator(format!("hi from {}", shard.id())).await;
+    ///     })
+    ///     .expect("ran");
+    /// ```
+    pub fn coordinator(mut self, f: impl FnOnce(Coordinator) + Send + 'static) -> Self {
+        self.coordinator = Some(Box::new(f));
+        self
     }
 
     /// Runs `shard_fn` on every shard and blocks until every shard has ended:
@@ -43,6 +81,6 @@ impl Runtime {
         Fut::Output: ShardOutcome,
     {
         crate::panic::install_hook();
-        crate::coordinator::run(self.config, shard_fn)
+        crate::coordinator::run(self.config, shard_fn, self.coordinator)
     }
 }

@@ -6,7 +6,10 @@
 //! channel in: signals, shard starts and shard exits are handled in the order
 //! they arrive.
 
+mod handle;
 mod signals;
+
+pub use handle::{Coordinator, CoordinatorBus};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,6 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use crate::bus::mesh::Registry;
 use crate::entry::ShardOutcome;
 use crate::error::ErrorKind;
 use crate::shard::{self, ListenSpec, Shard, ShardCounters, ShardId, ShardParts};
@@ -28,6 +32,8 @@ pub(crate) enum Event {
     Exited(ShardId, Exit),
     /// A shutdown signal arrived.
     Signal(i32),
+    /// The app asked for a graceful shutdown ([`Coordinator::shutdown`]).
+    Shutdown,
 }
 
 /// How a shard ended.
@@ -55,8 +61,15 @@ struct ShardHandle {
     exited: bool,
 }
 
+/// App code that runs on its own thread beside the shards.
+pub(crate) type AppCoordinator = Box<dyn FnOnce(Coordinator) + Send>;
+
 /// Runs the whole process: returns when every shard has ended.
-pub(crate) fn run<F, Fut>(config: Config, shard_fn: F) -> Result<(), Error>
+pub(crate) fn run<F, Fut>(
+    config: Config,
+    shard_fn: F,
+    app: Option<AppCoordinator>,
+) -> Result<(), Error>
 where
     F: Fn(Shard) -> Fut + Send + Clone + 'static,
     Fut: Future + 'static,
@@ -90,16 +103,14 @@ where
             shard::preflight::shards_that_fit(limit)
         );
     }
-    if config.listen.is_empty() {
-        return Err(Error::config("no listen address given"));
-    }
-
     let (listen, addrs) = prebind(&config.listen)?;
     let mut first = Some(listen);
     let config = Arc::new(config);
     let (events_tx, events) = flume::unbounded();
     let signals = signals::Listener::start(events_tx.clone())
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    let registry = Arc::new(Registry::new(count, config.bus_capacity));
+    let (done, done_rx) = flume::bounded::<()>(0);
 
     let mut shards = Vec::with_capacity(count);
     for (index, cpu) in placement.into_iter().enumerate() {
@@ -122,6 +133,7 @@ where
             listen,
             events: events_tx.clone(),
             counters: Arc::new(ShardCounters::default()),
+            bus: registry.clone(),
         };
         let thread = shard::thread::spawn(parts, io_memory, control_rx, shard_fn.clone())
             .map_err(|e| Error::io("cannot start a shard thread", e))?;
@@ -132,6 +144,12 @@ where
             exited: false,
         });
     }
+    let app = app.map(|app| {
+        let coordinator = Coordinator::new(registry.clone(), events_tx.clone(), done_rx);
+        std::thread::Builder::new()
+            .name("forkless-coordinator".into())
+            .spawn(move || app(coordinator))
+    });
     drop(events_tx);
     tracing::debug!(
         shards = count,
@@ -142,6 +160,12 @@ where
 
     let outcome = supervise(&mut shards, &events, &addrs, &config, started);
     signals.stop();
+    // The app's coordinator code sees `recv() == None` from here on; it is
+    // not waited for (it may be blocked in code of its own).
+    drop(done);
+    if let Some(Err(error)) = app {
+        tracing::error!(%error, "could not start the app's coordinator thread");
+    }
     if outcome.is_ok() {
         for handle in &mut shards {
             if let Some(thread) = handle.thread.take() {
@@ -204,6 +228,12 @@ fn supervise(
                             stop_deadline = Some(begin_stop(shards, config));
                         }
                     }
+                }
+            }
+            Event::Shutdown => {
+                if stop_deadline.is_none() {
+                    tracing::info!("shutdown requested; shutting down gracefully");
+                    stop_deadline = Some(begin_stop(shards, config));
                 }
             }
             Event::Signal(signal) => {

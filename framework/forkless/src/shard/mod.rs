@@ -14,7 +14,9 @@ pub(crate) mod listener;
 pub(crate) mod preflight;
 pub(crate) mod thread;
 
+use std::any::{Any, TypeId};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -24,6 +26,8 @@ pub use counters::{CounterSnapshot, ShardCounters};
 pub use id::ShardId;
 pub(crate) use preflight::DEFAULT_IO_MEMORY;
 
+use crate::bus::Bus;
+use crate::bus::mesh::Registry;
 use crate::coordinator::Event;
 use crate::http::Handler;
 use crate::{Config, Error};
@@ -68,6 +72,9 @@ struct Inner {
     stopping: Latch,
     events: flume::Sender<Event>,
     counters: Arc<ShardCounters>,
+    bus: Arc<Registry>,
+    /// This shard's bus ends, one per message type.
+    bus_ends: RefCell<HashMap<TypeId, Rc<dyn Any>>>,
 }
 
 pub(crate) struct ShardParts {
@@ -78,6 +85,7 @@ pub(crate) struct ShardParts {
     pub(crate) listen: Vec<ListenSpec>,
     pub(crate) events: flume::Sender<Event>,
     pub(crate) counters: Arc<ShardCounters>,
+    pub(crate) bus: Arc<Registry>,
 }
 
 impl Shard {
@@ -92,6 +100,8 @@ impl Shard {
                 stopping,
                 events: parts.events,
                 counters: parts.counters,
+                bus: parts.bus,
+                bus_ends: RefCell::new(HashMap::new()),
             }),
         }
     }
@@ -134,6 +144,29 @@ impl Shard {
         self.inner.stopping.wait()
     }
 
+    /// This shard's handle on the bus for one-way messages of type `M`.
+    /// See [`crate::bus`].
+    pub fn bus<M: Send + 'static>(&self) -> Bus<M> {
+        self.bus_with_reply::<M, ()>()
+    }
+
+    /// This shard's handle on the bus for messages of type `M` answered with
+    /// replies of type `R` ([`Bus::call`]).
+    pub fn bus_with_reply<M: Send + 'static, R: Send + 'static>(&self) -> Bus<M, R> {
+        let key = TypeId::of::<(M, R)>();
+        if let Some(end) = self.inner.bus_ends.borrow().get(&key)
+            && let Ok(end) = end.clone().downcast::<crate::bus::LocalEnd<M, R>>()
+        {
+            return Bus::new(end);
+        }
+        let end = Rc::new(crate::bus::LocalEnd::new(
+            self.id(),
+            self.inner.bus.mesh::<M, R>(),
+        ));
+        self.inner.bus_ends.borrow_mut().insert(key, end.clone());
+        Bus::new(end)
+    }
+
     /// Serves HTTP with `handler` on every listen address until shutdown,
     /// then waits for in-flight requests to finish.
     ///
@@ -142,6 +175,11 @@ impl Shard {
         let Some(listen) = self.inner.listen.borrow_mut().take() else {
             return Err(Error::config("Shard::serve was called twice on one shard"));
         };
+        if listen.is_empty() {
+            return Err(Error::config(
+                "Shard::serve needs a listen address (--listen)",
+            ));
+        }
         crate::http::serve(self, listen, handler).await
     }
 

@@ -6,10 +6,13 @@ use std::io;
 use std::panic::AssertUnwindSafe;
 use std::thread::JoinHandle;
 
+use std::sync::Arc;
+
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::latch::Latch;
 use super::{Shard, ShardId, ShardParts};
+use crate::bus::mesh::Registry;
 use crate::coordinator::{Command, Event, Exit};
 use crate::entry::ShardOutcome;
 
@@ -35,10 +38,15 @@ where
             let span = tracing::info_span!("shard", id = id.get());
             let _entered = span.enter();
             let events = parts.events.clone();
+            let closed = CloseOnExit {
+                registry: parts.bus.clone(),
+                id,
+            };
             let exit = match run(parts, io_memory, control, shard_fn) {
                 Ok(exit) => exit,
                 Err(message) => Exit::Failed(message),
             };
+            drop(closed);
             let _ = events.send(Event::Exited(id, exit));
         })
 }
@@ -62,6 +70,7 @@ where
         .name(&format!("shard-{}", parts.id))
         .io_memory(io_memory)
         .ring_depth(RING_DEPTH)
+        .spin_before_park(parts.config.spin_before_park)
         .make()
         .map_err(|e| executor_error(parts.id, &e.to_string()))?;
 
@@ -71,6 +80,7 @@ where
             let stopping = Latch::new();
             glommio::spawn_local(listen_for_commands(control, stopping.clone())).detach();
             let shard = Shard::new(parts, stopping);
+            glommio::spawn_local(crate::bus::serve_jobs(shard.clone())).detach();
             let result = shard_fn(shard).await.into_result();
             crate::http::timer::stop();
             result
@@ -81,6 +91,19 @@ where
         Ok(Err(message)) => Exit::Failed(message),
         Err(payload) => Exit::Panicked(crate::panic::message(payload.as_ref())),
     })
+}
+
+/// Marks the shard's bus queues closed when its thread ends, however it ends:
+/// senders see `Closed` from then on and calls waiting on it give up.
+struct CloseOnExit {
+    registry: Arc<Registry>,
+    id: ShardId,
+}
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.registry.set_open(self.id, false);
+    }
 }
 
 async fn listen_for_commands(control: flume::Receiver<Command>, stopping: Latch) {

@@ -1,0 +1,211 @@
+//! The shard-local half of the bus for one message type: this shard's
+//! producers (one ring per target, made on first send) and consumers (one
+//! ring per sender), with round-robin receiving.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::channel::oneshot;
+use futures::future::{Either, select};
+
+use super::mesh::{Mesh, Wake};
+use super::{Envelope, Origin, TrySendError};
+use crate::ShardId;
+
+struct Outgoing<M, R> {
+    producer: rtrb::Producer<Envelope<M, R>>,
+    /// Parked senders waiting for room in this ring.
+    space: Arc<Wake>,
+    /// Incarnation of the receiver this ring was made for.
+    generation: u64,
+}
+
+struct Incoming<M, R> {
+    consumer: rtrb::Consumer<Envelope<M, R>>,
+    space: Arc<Wake>,
+}
+
+pub(crate) struct LocalEnd<M, R> {
+    pub(crate) me: ShardId,
+    pub(crate) mesh: Arc<Mesh<M, R>>,
+    out: RefCell<Vec<Option<Outgoing<M, R>>>>,
+    inbound: RefCell<Vec<Incoming<M, R>>>,
+    cursor: Cell<usize>,
+}
+
+impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
+    pub(crate) fn new(me: ShardId, mesh: Arc<Mesh<M, R>>) -> Self {
+        let targets = mesh.slots.len();
+        Self {
+            me,
+            mesh,
+            out: RefCell::new((0..targets).map(|_| None).collect()),
+            inbound: RefCell::new(Vec::new()),
+            cursor: Cell::new(0),
+        }
+    }
+
+    pub(crate) fn envelope(&self, msg: M, reply: Option<oneshot::Sender<R>>) -> Envelope<M, R> {
+        Envelope::new(Origin::Shard(self.me), msg, reply)
+    }
+
+    /// Pushes without waiting; on `Full` the envelope comes back whole.
+    pub(crate) fn try_push(
+        &self,
+        to: ShardId,
+        envelope: Envelope<M, R>,
+    ) -> Result<(), TrySendError<Envelope<M, R>>> {
+        let Some(slot) = self.mesh.slots.get(to.get()) else {
+            return Err(TrySendError::Closed(envelope));
+        };
+        if !slot.is_open() {
+            return Err(TrySendError::Closed(envelope));
+        }
+        let generation = slot.generation();
+        let mut out = self.out.borrow_mut();
+        let Some(entry) = out.get_mut(to.get()) else {
+            return Err(TrySendError::Closed(envelope));
+        };
+        let outgoing = match entry {
+            Some(outgoing) if outgoing.generation == generation => outgoing,
+            _ => {
+                let (producer, consumer) = rtrb::RingBuffer::new(self.mesh.capacity);
+                let space = Arc::new(Wake::default());
+                slot.adopt(self.me, consumer, space.clone());
+                entry.insert(Outgoing {
+                    producer,
+                    space,
+                    generation,
+                })
+            }
+        };
+        match outgoing.producer.push(envelope) {
+            Ok(()) => {
+                slot.inbox.notify();
+                Ok(())
+            }
+            Err(rtrb::PushError::Full(envelope)) => Err(TrySendError::Full(envelope)),
+        }
+    }
+
+    /// Pushes, waiting for room; `Err` gives the envelope back when the
+    /// receiver is not running.
+    pub(crate) async fn push(
+        &self,
+        to: ShardId,
+        envelope: Envelope<M, R>,
+    ) -> Result<(), Envelope<M, R>> {
+        let mut pending = Some(envelope);
+        std::future::poll_fn(|cx| {
+            let Some(envelope) = pending.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            match self.try_push(to, envelope) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(TrySendError::Closed(envelope)) => Poll::Ready(Err(envelope)),
+                Err(TrySendError::Full(envelope)) => {
+                    self.park_for_space(to, cx);
+                    // Room may have appeared before the park was visible.
+                    match self.try_push(to, envelope) {
+                        Ok(()) => Poll::Ready(Ok(())),
+                        Err(TrySendError::Closed(envelope)) => Poll::Ready(Err(envelope)),
+                        Err(TrySendError::Full(envelope)) => {
+                            pending = Some(envelope);
+                            Poll::Pending
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    fn park_for_space(&self, to: ShardId, cx: &mut Context<'_>) {
+        if let Some(Some(outgoing)) = self.out.borrow().get(to.get()) {
+            outgoing.space.park(cx.waker());
+        }
+    }
+
+    /// The next message, if one is waiting: rings round-robin, then the
+    /// coordinator's queue.
+    pub(crate) fn try_recv(&self) -> Option<Envelope<M, R>> {
+        let slot = self.mesh.slots.get(self.me.get())?;
+        if slot.has_fresh() {
+            let mut inbound = self.inbound.borrow_mut();
+            for (_from, consumer, space) in slot.take_fresh() {
+                inbound.push(Incoming { consumer, space });
+            }
+        }
+        let inbound = &mut *self.inbound.borrow_mut();
+        let count = inbound.len();
+        let start = self.cursor.get();
+        for step in 0..count {
+            let index = (start + step) % count;
+            let ring = &mut inbound[index];
+            if let Ok(envelope) = ring.consumer.pop() {
+                ring.space.notify();
+                self.cursor.set(index + 1);
+                return Some(envelope);
+            }
+        }
+        slot.from_coordinator.1.try_recv().ok()
+    }
+
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Envelope<M, R>> {
+        if let Some(envelope) = self.try_recv() {
+            return Poll::Ready(envelope);
+        }
+        let Some(slot) = self.mesh.slots.get(self.me.get()) else {
+            return Poll::Pending;
+        };
+        slot.inbox.park(cx.waker());
+        match self.try_recv() {
+            Some(envelope) => {
+                slot.inbox.unpark();
+                Poll::Ready(envelope)
+            }
+            None => Poll::Pending,
+        }
+    }
+
+    /// Waits for a reply from shard `from`, giving up (`None`) when it stops.
+    pub(crate) async fn reply<T>(
+        &self,
+        from: ShardId,
+        mut reply: oneshot::Receiver<T>,
+    ) -> Option<T> {
+        wait_reply(&self.mesh, from, &mut reply).await
+    }
+}
+
+/// Waits for `reply`, or `None` once shard `from` is not running.
+pub(crate) async fn wait_reply<M, R, T>(
+    mesh: &Mesh<M, R>,
+    from: ShardId,
+    reply: &mut oneshot::Receiver<T>,
+) -> Option<T> {
+    loop {
+        let listener = mesh.closed.listen();
+        if !mesh
+            .slots
+            .get(from.get())
+            .is_some_and(|slot| slot.is_open())
+        {
+            return reply.try_recv().ok().flatten();
+        }
+        match select(pin!(&mut *reply), pin!(listener)).await {
+            Either::Left((answer, _)) => return answer.ok(),
+            Either::Right(((), _)) => continue,
+        }
+    }
+}
+
+/// Makes a future from a poll function over a shared end.
+pub(crate) fn recv<M: Send + 'static, R: Send + 'static>(
+    end: &LocalEnd<M, R>,
+) -> impl Future<Output = Envelope<M, R>> + '_ {
+    std::future::poll_fn(move |cx| end.poll_recv(cx))
+}

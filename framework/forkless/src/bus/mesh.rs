@@ -1,0 +1,260 @@
+//! The shared half of the bus: one [`Mesh`] per message type, with one
+//! [`Slot`] per receiving shard. Everything here is `Send + Sync`; the
+//! shard-local halves live in `local.rs`.
+//!
+//! Rings are per (sender, receiver) pair and made on first use: the sender
+//! creates the ring, keeps the producer and hands the consumer to the
+//! receiver's slot (`fresh`). A slot's `open` flag says whether its shard is
+//! running; senders check it before every push, so a stopped shard answers
+//! `Closed` even when its tasks were leaked with its thread.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crossbeam_utils::CachePadded;
+use event_listener::Event;
+use futures::task::AtomicWaker;
+
+use super::Envelope;
+use crate::ShardId;
+
+/// A channel of envelopes (to and from the coordinator).
+type Channel<M, R> = (
+    flume::Sender<Envelope<M, R>>,
+    flume::Receiver<Envelope<M, R>>,
+);
+
+/// A ring handed from its sender to its receiver, with the sender's
+/// "room available" wake.
+pub(crate) type FreshRing<M, R> = (ShardId, rtrb::Consumer<Envelope<M, R>>, Arc<Wake>);
+
+/// Wakes one side of a ring: the receiver when it parked on an empty inbox,
+/// or a sender that parked on a full ring.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    waiting: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Wake {
+    /// Registers the current task; the caller must re-check its condition
+    /// after this (the `SeqCst` fence pairs with [`Wake::notify`]).
+    pub(crate) fn park(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+        self.waiting.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Wakes the parked side, if any. Call after publishing.
+    pub(crate) fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) && self.waiting.swap(false, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+
+    /// Marks the parked side as running again.
+    pub(crate) fn unpark(&self) {
+        self.waiting.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Whether a shard runs, and which incarnation: read by senders on every send.
+#[derive(Debug, Default)]
+struct Liveness {
+    open: AtomicBool,
+    generation: AtomicU64,
+}
+
+/// One receiving shard's end of a mesh.
+pub(crate) struct Slot<M, R> {
+    /// Receiver parked on an empty inbox.
+    pub(crate) inbox: CachePadded<Wake>,
+    live: CachePadded<Liveness>,
+    /// Rings made by senders since the receiver last looked.
+    fresh: Mutex<Vec<FreshRing<M, R>>>,
+    has_fresh: AtomicBool,
+    /// Messages from the coordinator (any thread may send).
+    pub(crate) from_coordinator: Channel<M, R>,
+}
+
+/// All the queues of one message type.
+pub(crate) struct Mesh<M, R> {
+    pub(crate) slots: Vec<Slot<M, R>>,
+    pub(crate) capacity: usize,
+    /// Messages from shards to the coordinator.
+    pub(crate) to_coordinator: Channel<M, R>,
+    /// Fired when any shard closes, so waiting calls can give up.
+    pub(crate) closed: Arc<Event>,
+}
+
+impl<M: Send + 'static, R: Send + 'static> Mesh<M, R> {
+    fn new(shards: usize, capacity: usize, open: &[bool], closed: Arc<Event>) -> Self {
+        let slots = (0..shards)
+            .map(|i| Slot {
+                inbox: CachePadded::new(Wake::default()),
+                live: CachePadded::new(Liveness {
+                    open: AtomicBool::new(open.get(i).copied().unwrap_or(false)),
+                    generation: AtomicU64::new(0),
+                }),
+                fresh: Mutex::new(Vec::new()),
+                has_fresh: AtomicBool::new(false),
+                from_coordinator: flume::bounded(capacity),
+            })
+            .collect();
+        Self {
+            slots,
+            capacity,
+            to_coordinator: flume::bounded(capacity),
+            closed,
+        }
+    }
+}
+
+impl<M, R> Slot<M, R> {
+    pub(crate) fn is_open(&self) -> bool {
+        self.live.open.load(Ordering::Acquire)
+    }
+
+    /// Incarnation of the receiving shard; rings of an older one are stale.
+    pub(crate) fn generation(&self) -> u64 {
+        self.live.generation.load(Ordering::Acquire)
+    }
+
+    /// Hands a new ring from `from` to this slot's shard.
+    pub(crate) fn adopt(
+        &self,
+        from: ShardId,
+        consumer: rtrb::Consumer<Envelope<M, R>>,
+        space: Arc<Wake>,
+    ) {
+        lock(&self.fresh).push((from, consumer, space));
+        self.has_fresh.store(true, Ordering::Release);
+        self.inbox.notify();
+    }
+
+    /// Rings handed over since the last call.
+    pub(crate) fn take_fresh(&self) -> Vec<FreshRing<M, R>> {
+        if !self.has_fresh.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.has_fresh.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *lock(&self.fresh))
+    }
+
+    pub(crate) fn has_fresh(&self) -> bool {
+        self.has_fresh.load(Ordering::Acquire)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Open/close of shards, applied to every mesh of a runtime.
+trait Lifecycle: Send + Sync {
+    fn set_open(&self, shard: ShardId, open: bool);
+}
+
+impl<M: Send + 'static, R: Send + 'static> Lifecycle for Mesh<M, R> {
+    fn set_open(&self, shard: ShardId, open: bool) {
+        if let Some(slot) = self.slots.get(shard.get()) {
+            if open {
+                slot.live.generation.fetch_add(1, Ordering::AcqRel);
+            }
+            slot.live.open.store(open, Ordering::Release);
+            if !open {
+                // Rings made for the old incarnation are useless now.
+                lock(&slot.fresh).clear();
+                slot.has_fresh.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+struct Entry {
+    typed: Arc<dyn Any + Send + Sync>,
+    lifecycle: Arc<dyn Lifecycle>,
+}
+
+/// Every mesh of one runtime, by message type.
+pub(crate) struct Registry {
+    shards: usize,
+    capacity: usize,
+    state: Mutex<RegistryState>,
+    closed: Arc<Event>,
+}
+
+struct RegistryState {
+    meshes: HashMap<TypeId, Entry>,
+    open: Vec<bool>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("shards", &self.shards)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    pub(crate) fn new(shards: usize, capacity: usize) -> Self {
+        Self {
+            shards,
+            capacity: capacity.max(1),
+            state: Mutex::new(RegistryState {
+                meshes: HashMap::new(),
+                open: vec![true; shards],
+            }),
+            closed: Arc::new(Event::new()),
+        }
+    }
+
+    pub(crate) fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// The mesh of `(M, R)`, made on first use.
+    pub(crate) fn mesh<M: Send + 'static, R: Send + 'static>(&self) -> Arc<Mesh<M, R>> {
+        let mut state = lock(&self.state);
+        let key = TypeId::of::<(M, R)>();
+        if let Some(entry) = state.meshes.get(&key)
+            && let Ok(mesh) = entry.typed.clone().downcast::<Mesh<M, R>>()
+        {
+            return mesh;
+        }
+        let mesh = Arc::new(Mesh::<M, R>::new(
+            self.shards,
+            self.capacity,
+            &state.open,
+            self.closed.clone(),
+        ));
+        state.meshes.insert(
+            key,
+            Entry {
+                typed: mesh.clone(),
+                lifecycle: mesh.clone(),
+            },
+        );
+        mesh
+    }
+
+    /// Marks a shard running (at start) or not (when its thread ends).
+    pub(crate) fn set_open(&self, shard: ShardId, open: bool) {
+        let mut state = lock(&self.state);
+        if let Some(flag) = state.open.get_mut(shard.get()) {
+            *flag = open;
+        }
+        for entry in state.meshes.values() {
+            entry.lifecycle.set_open(shard, open);
+        }
+        drop(state);
+        if !open {
+            self.closed.notify(usize::MAX);
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The cross-shard bus: typed messages between shards and the coordinator.
+//!
+//! - **Typed, moved, never serialized.** A [`Bus<M, R>`] carries values of
+//!   type `M` (and replies of type `R` for [`Bus::call`]); each `(M, R)` pair
+//!   has its own queues, made on first use. `M` and `R` must be `Send`.
+//! - **Ordered per pair.** Messages from one shard to another arrive in the
+//!   order they were sent: each (sender, receiver) pair has its own
+//!   single-producer single-consumer ring. Across senders there is no order.
+//! - **Bounded, with backpressure.** Each ring holds
+//!   [`Config::bus_capacity`](crate::Config::bus_capacity) messages.
+//!   [`Bus::try_send`] returns `Full(msg)` when it is full; [`Bus::send`]
+//!   waits for room. Every error gives the message back.
+//! - **Stopped shards fail fast.** A send to a shard that is not running
+//!   returns `Closed(msg)`; a [`Bus::call`] whose receiver stops (or drops the
+//!   request, e.g. because its handler panicked) returns
+//!   [`CallError::NoReply`] instead of hanging. A message accepted just
+//!   before its receiver stopped is lost with it.
+//! - **Idle shards sleep.** A receiver with nothing to do parks its executor;
+//!   a sender wakes it only when it is parked. With
+//!   [`Config::spin_before_park`](crate::Config::spin_before_park) a shard
+//!   spins a little before parking, trading CPU for wake-up latency.
+//! - **One receiving task per type and shard.** [`Bus::recv`] may be called
+//!   from any task of the shard, but only the most recent waiter is woken:
+//!   give each message type one receive loop per shard.
+//!
+//! The coordinator is addressable too: shards send to it with
+//! [`Bus::to_coordinator`], and it sends to any shard through
+//! [`Coordinator::bus`](crate::Coordinator::bus).
+//!
+//! ```no_run
+//! use forkless::{Shard, ShardId};
+//!
+//! async fn ping_pong(shard: Shard) {
+//!     let bus = shard.bus_with_reply::<u64, u64>();
+//!     if shard.id() == ShardId::new(0) {
+//!         let doubled = bus.call(ShardId::new(1), 21).await.expect("shard 1 replies");
+//!         assert_eq!(doubled, 42);
+//!     } else {
+//!         let request = bus.recv().await;
+//!         let n = request.msg;
+//!         request.reply(n * 2);
+//!     }
+//! }
+//! ```
+
+mod error;
+mod local;
+pub(crate) mod mesh;
+mod run;
+
+use std::fmt;
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+
+pub use error::{BroadcastError, CallError, RunError, SendError, TrySendError};
+pub(crate) use run::serve_jobs;
+
+use crate::ShardId;
+pub(crate) use local::{LocalEnd, wait_reply};
+
+/// Who sent a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A shard.
+    Shard(ShardId),
+    /// The coordinator.
+    Coordinator,
+}
+
+/// A received message, with its sender and (for a call) the way to reply.
+pub struct Envelope<M, R = ()> {
+    /// Who sent it.
+    pub from: Origin,
+    /// The message.
+    pub msg: M,
+    reply: Reply<R>,
+}
+
+/// The reply half of a received call; replying to a plain message does nothing.
+pub struct Reply<R> {
+    sender: Option<oneshot::Sender<R>>,
+}
+
+impl<R> Reply<R> {
+    /// Answers the call. Dropping a `Reply` unanswered makes the caller's
+    /// [`Bus::call`] return [`CallError::NoReply`].
+    pub fn send(mut self, reply: R) {
+        if let Some(sender) = self.sender.take() {
+            // The caller may have given up waiting; that is not an error here.
+            let _ = sender.send(reply);
+        }
+    }
+
+    /// Whether the sender waits for a reply (the message came from `call`).
+    pub fn is_expected(&self) -> bool {
+        self.sender.is_some()
+    }
+}
+
+impl<M, R> Envelope<M, R> {
+    pub(crate) fn new(from: Origin, msg: M, reply: Option<oneshot::Sender<R>>) -> Self {
+        Self {
+            from,
+            msg,
+            reply: Reply { sender: reply },
+        }
+    }
+
+    /// Answers the call this message came from (no-op for a plain message).
+    pub fn reply(self, reply: R) {
+        self.reply.send(reply);
+    }
+
+    /// Splits into sender, message and reply half.
+    pub fn into_parts(self) -> (Origin, M, Reply<R>) {
+        (self.from, self.msg, self.reply)
+    }
+}
+
+impl<M: fmt::Debug, R> fmt::Debug for Envelope<M, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("from", &self.from)
+            .field("msg", &self.msg)
+            .field("call", &self.reply.is_expected())
+            .finish()
+    }
+}
+
+impl<R> fmt::Debug for Reply<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("expected", &self.is_expected())
+            .finish()
+    }
+}
+
+/// This shard's handle on the queues of message type `M` (replies `R`).
+///
+/// Get one with [`Shard::bus`](crate::Shard::bus); clones share the same
+/// queues. `!Send`: it belongs to its shard.
+pub struct Bus<M, R = ()> {
+    end: Rc<LocalEnd<M, R>>,
+}
+
+impl<M, R> Clone for Bus<M, R> {
+    fn clone(&self) -> Self {
+        Self {
+            end: self.end.clone(),
+        }
+    }
+}
+
+impl<M, R> fmt::Debug for Bus<M, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bus")
+            .field("shard", &self.end.me)
+            .field("message", &std::any::type_name::<M>())
+            .finish()
+    }
+}
+
+impl<M: Send + 'static, R: Send + 'static> Bus<M, R> {
+    pub(crate) fn new(end: Rc<LocalEnd<M, R>>) -> Self {
+        Self { end }
+    }
+
+    /// The shard this handle belongs to.
+    pub fn shard(&self) -> ShardId {
+        self.end.me
+    }
+
+    /// How many shards there are (valid targets are `0..shards()`).
+    pub fn shards(&self) -> usize {
+        self.end.mesh.slots.len()
+    }
+
+    /// Sends without waiting: `Full(msg)` when the queue to `to` is full,
+    /// `Closed(msg)` when `to` is not running (or not a shard of this runtime).
+    pub fn try_send(&self, to: ShardId, msg: M) -> Result<(), TrySendError<M>> {
+        self.end
+            .try_push(to, self.end.envelope(msg, None))
+            .map_err(|e| match e {
+                TrySendError::Full(envelope) => TrySendError::Full(envelope.msg),
+                TrySendError::Closed(envelope) => TrySendError::Closed(envelope.msg),
+            })
+    }
+
+    /// Sends, waiting while the queue to `to` is full. Cancel-safe in the
+    /// sense that a dropped future either sent the message or did not.
+    pub async fn send(&self, to: ShardId, msg: M) -> Result<(), SendError<M>> {
+        self.end
+            .push(to, self.end.envelope(msg, None))
+            .await
+            .map_err(|envelope| SendError(envelope.msg))
+    }
+
+    /// Sends a copy to every other shard, waiting for room where needed.
+    pub async fn broadcast(&self, msg: M) -> Result<(), BroadcastError<M>>
+    where
+        M: Clone,
+    {
+        let me = self.shard();
+        let mut undelivered = Vec::new();
+        let targets: Vec<ShardId> = (0..self.shards())
+            .map(ShardId::new)
+            .filter(|&id| id != me)
+            .collect();
+        let last = targets.len().saturating_sub(1);
+        let mut original = Some(msg);
+        for (i, to) in targets.into_iter().enumerate() {
+            let copy = if i == last {
+                original.take()
+            } else {
+                original.clone()
+            };
+            let Some(copy) = copy else { break };
+            if let Err(SendError(copy)) = self.send(to, copy).await {
+                undelivered.push((to, copy));
+            }
+        }
+        if undelivered.is_empty() {
+            Ok(())
+        } else {
+            Err(BroadcastError { undelivered })
+        }
+    }
+
+    /// Sends `msg` to shard `to` and waits for its reply.
+    ///
+    /// `Closed(msg)` when `to` is not running; `NoReply` when the receiver
+    /// dropped the request without replying or stopped meanwhile.
+    pub async fn call(&self, to: ShardId, msg: M) -> Result<R, CallError<M>> {
+        let (sender, receiver) = oneshot::channel();
+        self.end
+            .push(to, self.end.envelope(msg, Some(sender)))
+            .await
+            .map_err(|envelope| CallError::Closed(envelope.msg))?;
+        self.end.reply(to, receiver).await.ok_or(CallError::NoReply)
+    }
+
+    /// The next message for this shard, from any shard or the coordinator.
+    pub async fn recv(&self) -> Envelope<M, R> {
+        local::recv(&self.end).await
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&self) -> Option<Envelope<M, R>> {
+        self.end.try_recv()
+    }
+
+    /// Sends to the coordinator (read there with
+    /// [`CoordinatorBus::recv`](crate::CoordinatorBus::recv)), waiting while
+    /// its queue is full.
+    pub async fn to_coordinator(&self, msg: M) -> Result<(), SendError<M>> {
+        let envelope = self.end.envelope(msg, None);
+        self.end
+            .mesh
+            .to_coordinator
+            .0
+            .send_async(envelope)
+            .await
+            .map_err(|e| SendError(e.into_inner().msg))
+    }
+}
