@@ -81,6 +81,7 @@ pub struct Config {
     pub(crate) log_format: LogFormat,
     pub(crate) bus_capacity: usize,
     pub(crate) spin_before_park: Duration,
+    pub(crate) restart: crate::RestartPolicy,
 }
 
 /// The default listen address when neither the app nor the command line gives one.
@@ -101,6 +102,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             bus_capacity: 1024,
             spin_before_park: Duration::ZERO,
+            restart: crate::RestartPolicy::default(),
         }
     }
 }
@@ -160,6 +162,12 @@ impl Config {
     /// spinning. Default zero: idle shards park at once.
     pub fn spin_before_park(mut self, spin: Duration) -> Self {
         self.spin_before_park = spin;
+        self
+    }
+
+    /// How dead shards are restarted, and when to give up.
+    pub fn restart_policy(mut self, policy: crate::RestartPolicy) -> Self {
+        self.restart = policy;
         self
     }
 

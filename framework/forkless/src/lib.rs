@@ -35,7 +35,9 @@ mod task;
 pub mod time;
 
 pub use config::{Config, DEFAULT_LISTEN, LogFormat, Shards};
-pub use coordinator::{Coordinator, CoordinatorBus};
+pub use coordinator::{
+    Coordinator, CoordinatorBus, ExitReason, LifecycleEvent, LifecycleKind, RestartPolicy,
+};
 pub use entry::EXIT_FORCED;
 pub use error::Error;
 pub use runtime::Runtime;

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use forkless::bus::{CallError, Origin, RunError, TrySendError};
-use forkless::{Config, Coordinator, Error, Runtime, Shard, ShardId, Shards};
+use forkless::{Config, Coordinator, Error, RestartPolicy, Runtime, Shard, ShardId, Shards};
 
 const SHARD_COUNTS: [usize; 3] = [1, 2, 4];
 
@@ -258,7 +258,13 @@ fn a_panicking_closure_or_handler_gives_an_error_not_a_hang() {
 fn a_call_to_a_shard_that_dies_returns_no_reply() {
     for shards in [2, 4] {
         let (report, reports) = mpsc::channel();
-        let outcome = run_bounded(Runtime::new(config(shards)), move |shard: Shard| {
+        // No restarts: the first death stops the runtime with an error.
+        let no_restarts = RestartPolicy {
+            max_restarts: 0,
+            ..RestartPolicy::default()
+        };
+        let runtime = Runtime::new(config(shards).restart_policy(no_restarts));
+        let outcome = run_bounded(runtime, move |shard: Shard| {
             let report = report.clone();
             async move {
                 let bus = shard.bus_with_reply::<u8, u8>();

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use futures::channel::oneshot;
 
 use super::Event;
+use super::lifecycle::{LifecycleEvent, Subscribers};
 use crate::ShardId;
 use crate::bus::mesh::{Mesh, Registry};
 use crate::bus::{CallError, Envelope, Origin, SendError, TrySendError};
@@ -21,6 +22,7 @@ pub struct Coordinator {
     registry: Arc<Registry>,
     events: flume::Sender<Event>,
     done: flume::Receiver<()>,
+    subscribers: Arc<Subscribers>,
 }
 
 impl fmt::Debug for Coordinator {
@@ -36,12 +38,22 @@ impl Coordinator {
         registry: Arc<Registry>,
         events: flume::Sender<Event>,
         done: flume::Receiver<()>,
+        subscribers: Arc<Subscribers>,
     ) -> Self {
         Self {
             registry,
             events,
             done,
+            subscribers,
         }
+    }
+
+    /// A stream of every shard's lifecycle events (`fork`, `online`,
+    /// `listening`, `disconnect`, `exit`), like Node's `cluster.on(...)`:
+    /// first the latest 1,024 already recorded, then each as it happens.
+    /// Each call makes a new subscriber.
+    pub fn events(&self) -> flume::Receiver<LifecycleEvent> {
+        self.subscribers.subscribe()
     }
 
     /// How many shards run.

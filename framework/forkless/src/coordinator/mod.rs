@@ -1,33 +1,50 @@
-//! The coordinator: starts the shards, owns the signals, and runs shutdown.
+//! The coordinator: starts the shards, supervises them, owns the signals and
+//! runs shutdown.
 //!
 //! It runs on the thread that called [`Runtime::run`](crate::Runtime::run)
 //! and never does I/O for requests. Shards tell it what happens to them
 //! ([`Event`]); it tells them what to do ([`Command`]). One event loop, one
-//! channel in: signals, shard starts and shard exits are handled in the order
-//! they arrive.
+//! channel in: signals, shard starts, listeners and exits are handled in the
+//! order they arrive.
+//!
+//! A shard whose thread dies (a panic outside the request guard, a failing
+//! shard function) is restarted on its CPU after a backoff, with the same
+//! [`ShardId`]; its bus queues reopen for the new incarnation and it rejoins
+//! the port. Too many deaths of one shard within the crash-loop window
+//! ([`RestartPolicy`]) stop the whole process with an error naming the shard
+//! and its last panic.
 
 mod handle;
+pub(crate) mod lifecycle;
+mod policy;
 mod signals;
 
-pub use handle::{Coordinator, CoordinatorBus};
-
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
+
+pub use handle::{Coordinator, CoordinatorBus};
+pub use lifecycle::{ExitReason, LifecycleEvent, LifecycleKind};
+pub use policy::RestartPolicy;
 
 use crate::bus::mesh::Registry;
 use crate::entry::ShardOutcome;
 use crate::error::ErrorKind;
 use crate::shard::{self, ListenSpec, Shard, ShardCounters, ShardId, ShardParts};
 use crate::{Config, Error, Shards};
+use lifecycle::Subscribers;
+use policy::{Deaths, Verdict};
 
-/// What a shard (or the signal thread) tells the coordinator.
+/// What a shard (or the signal thread, or the app) tells the coordinator.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// The shard's listeners accept connections.
-    Serving(ShardId),
+    /// The shard's executor runs and its function started.
+    Online(ShardId),
+    /// The shard accepts connections; these are second descriptors of its
+    /// listening sockets.
+    Listening(ShardId, Vec<TcpListener>),
     /// The shard's thread is about to end.
     Exited(ShardId, Exit),
     /// A shutdown signal arrived.
@@ -52,13 +69,6 @@ pub(crate) enum Exit {
 pub(crate) enum Command {
     /// Begin a graceful shutdown.
     Stop,
-}
-
-struct ShardHandle {
-    control: flume::Sender<Command>,
-    thread: Option<JoinHandle<()>>,
-    serving: bool,
-    exited: bool,
 }
 
 /// App code that runs on its own thread beside the shards.
@@ -103,62 +113,48 @@ where
             shard::preflight::shards_that_fit(limit)
         );
     }
-    let (listen, addrs) = prebind(&config.listen)?;
-    let mut first = Some(listen);
-    let config = Arc::new(config);
+
+    let (first, addrs) = prebind(&config.listen)?;
     let (events_tx, events) = flume::unbounded();
     let signals = signals::Listener::start(events_tx.clone())
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
     let registry = Arc::new(Registry::new(count, config.bus_capacity));
+    let subscribers = Arc::new(Subscribers::default());
     let (done, done_rx) = flume::bounded::<()>(0);
-
-    let mut shards = Vec::with_capacity(count);
-    for (index, cpu) in placement.into_iter().enumerate() {
-        let id = ShardId::new(index);
-        let listen = first.take().unwrap_or_else(|| {
-            addrs
-                .iter()
-                .map(|&addr| ListenSpec {
-                    addr,
-                    prebound: None,
-                })
-                .collect()
-        });
-        let (control, control_rx) = flume::unbounded();
-        let parts = ShardParts {
-            id,
-            count,
-            cpu,
-            config: config.clone(),
-            listen,
-            events: events_tx.clone(),
-            counters: Arc::new(ShardCounters::default()),
-            bus: registry.clone(),
-        };
-        let thread = shard::thread::spawn(parts, io_memory, control_rx, shard_fn.clone())
-            .map_err(|e| Error::io("cannot start a shard thread", e))?;
-        shards.push(ShardHandle {
-            control,
-            thread: Some(thread),
-            serving: false,
-            exited: false,
-        });
-    }
-    let app = app.map(|app| {
-        let coordinator = Coordinator::new(registry.clone(), events_tx.clone(), done_rx);
-        std::thread::Builder::new()
-            .name("forkless-coordinator".into())
-            .spawn(move || app(coordinator))
-    });
-    drop(events_tx);
-    tracing::debug!(
-        shards = count,
-        io_memory,
-        pinned = shards.len() == count && config.pin,
-        "shards started"
+    let app_coordinator = Coordinator::new(
+        registry.clone(),
+        events_tx.clone(),
+        done_rx,
+        subscribers.clone(),
     );
 
-    let outcome = supervise(&mut shards, &events, &addrs, &config, started);
+    let mut supervisor = Supervisor {
+        config: Arc::new(config),
+        shard_fn,
+        io_memory,
+        registry,
+        subscribers,
+        events_tx,
+        addrs,
+        shards: placement.into_iter().map(ShardState::new).collect(),
+        started,
+        announced: false,
+        stop_deadline: None,
+        failure: None,
+    };
+    let mut first = Some(first);
+    for index in 0..count {
+        let listen = first.take();
+        supervisor.spawn(ShardId::new(index), listen)?;
+    }
+    tracing::debug!(shards = count, io_memory, "shards started");
+
+    let app = app.map(|app| {
+        std::thread::Builder::new()
+            .name("forkless-coordinator".into())
+            .spawn(move || app(app_coordinator))
+    });
+    let outcome = supervisor.supervise(&events);
     signals.stop();
     // The app's coordinator code sees `recv() == None` from here on; it is
     // not waited for (it may be blocked in code of its own).
@@ -167,8 +163,8 @@ where
         tracing::error!(%error, "could not start the app's coordinator thread");
     }
     if outcome.is_ok() {
-        for handle in &mut shards {
-            if let Some(thread) = handle.thread.take() {
+        for state in &mut supervisor.shards {
+            if let Some(thread) = state.thread.take() {
                 let _ = thread.join();
             }
         }
@@ -176,90 +172,296 @@ where
     outcome
 }
 
-fn supervise(
-    shards: &mut [ShardHandle],
-    events: &flume::Receiver<Event>,
-    addrs: &[SocketAddr],
-    config: &Config,
-    started: Instant,
-) -> Result<(), Error> {
-    let mut announced = false;
-    let mut stop_deadline: Option<Instant> = None;
-    let mut failure: Option<Error> = None;
-    loop {
-        if shards.iter().all(|s| s.exited) {
-            return failure.map_or(Ok(()), Err);
+/// What the coordinator knows about one shard.
+struct ShardState {
+    cpu: Option<usize>,
+    counters: Arc<ShardCounters>,
+    control: Option<flume::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+    incarnation: u32,
+    listening: bool,
+    running: bool,
+    /// Second descriptors of its listening sockets.
+    listeners: Vec<TcpListener>,
+    deaths: Deaths,
+    restart_at: Option<Instant>,
+}
+
+impl ShardState {
+    fn new(cpu: Option<usize>) -> Self {
+        Self {
+            cpu,
+            counters: Arc::new(ShardCounters::default()),
+            control: None,
+            thread: None,
+            incarnation: 0,
+            listening: false,
+            running: false,
+            listeners: Vec::new(),
+            deaths: Deaths::default(),
+            restart_at: None,
         }
-        let event = match stop_deadline {
-            Some(deadline) => match events.recv_deadline(deadline) {
-                Ok(event) => event,
-                Err(flume::RecvTimeoutError::Timeout) => {
-                    tracing::error!(
-                        timeout = ?config.shutdown_timeout,
-                        "shutdown deadline passed with work in flight; forcing exit"
-                    );
-                    return Err(Error::new(ErrorKind::ShutdownForced));
-                }
-                Err(flume::RecvTimeoutError::Disconnected) => break,
-            },
-            None => match events.recv() {
-                Ok(event) => event,
-                Err(_) => break,
-            },
+    }
+}
+
+struct Supervisor<F> {
+    config: Arc<Config>,
+    shard_fn: F,
+    io_memory: usize,
+    registry: Arc<Registry>,
+    subscribers: Arc<Subscribers>,
+    events_tx: flume::Sender<Event>,
+    addrs: Vec<SocketAddr>,
+    shards: Vec<ShardState>,
+    started: Instant,
+    announced: bool,
+    stop_deadline: Option<Instant>,
+    failure: Option<Error>,
+}
+
+impl<F, Fut> Supervisor<F>
+where
+    F: Fn(Shard) -> Fut + Send + Clone + 'static,
+    Fut: Future + 'static,
+    Fut::Output: ShardOutcome,
+{
+    /// Starts (or restarts) shard `id`; `listen` carries shard 0's prebound
+    /// sockets at first start, otherwise each shard binds its own.
+    fn spawn(&mut self, id: ShardId, listen: Option<Vec<ListenSpec>>) -> Result<(), Error> {
+        let listen = listen.unwrap_or_else(|| {
+            self.addrs
+                .iter()
+                .map(|&addr| ListenSpec {
+                    addr,
+                    prebound: None,
+                })
+                .collect()
+        });
+        let Some(state) = self.shards.get_mut(id.get()) else {
+            return Err(Error::config(format!("no shard {id}")));
         };
+        let (control, control_rx) = flume::unbounded();
+        let parts = ShardParts {
+            id,
+            count: self.registry.shards(),
+            cpu: state.cpu,
+            config: self.config.clone(),
+            listen,
+            events: self.events_tx.clone(),
+            counters: state.counters.clone(),
+            bus: self.registry.clone(),
+        };
+        if state.incarnation > 0 {
+            self.registry.set_open(id, true);
+        }
+        let thread = shard::thread::spawn(parts, self.io_memory, control_rx, self.shard_fn.clone())
+            .map_err(|e| Error::io("cannot start a shard thread", e))?;
+        state.incarnation += 1;
+        state.control = Some(control);
+        state.thread = Some(thread);
+        state.running = true;
+        state.listening = false;
+        state.restart_at = None;
+        let incarnation = state.incarnation;
+        self.publish(id, incarnation, LifecycleKind::Fork);
+        Ok(())
+    }
+
+    fn publish(&self, shard: ShardId, incarnation: u32, kind: LifecycleKind) {
+        self.subscribers.publish(LifecycleEvent {
+            shard,
+            incarnation,
+            kind,
+            at: SystemTime::now(),
+        });
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop_deadline.is_some()
+    }
+
+    /// The event loop; returns when every shard has ended.
+    fn supervise(&mut self, events: &flume::Receiver<Event>) -> Result<(), Error> {
+        loop {
+            if self
+                .shards
+                .iter()
+                .all(|s| !s.running && s.restart_at.is_none())
+            {
+                return self.failure.take().map_or(Ok(()), Err);
+            }
+            let wake_at = self
+                .shards
+                .iter()
+                .filter_map(|s| s.restart_at)
+                .chain(self.stop_deadline)
+                .min();
+            let event = match wake_at {
+                Some(at) => match events.recv_deadline(at) {
+                    Ok(event) => Some(event),
+                    Err(flume::RecvTimeoutError::Timeout) => None,
+                    Err(flume::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match events.recv() {
+                    Ok(event) => Some(event),
+                    Err(_) => break,
+                },
+            };
+            match event {
+                Some(event) => self.handle(event)?,
+                None => self.on_timer()?,
+            }
+            if !self.announced && self.shards.iter().all(|s| s.listening || !s.running) {
+                self.announced = true;
+                if self.shards.iter().any(|s| s.listening) {
+                    announce(&self.addrs, self.shards.len(), self.started);
+                }
+            }
+        }
+        self.failure.take().map_or(Ok(()), Err)
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Error> {
         match event {
-            Event::Serving(id) => {
-                if let Some(handle) = shards.get_mut(id.get()) {
-                    handle.serving = true;
+            Event::Online(id) => {
+                if let Some(state) = self.shards.get(id.get()) {
+                    self.publish(id, state.incarnation, LifecycleKind::Online);
                 }
             }
-            Event::Exited(id, exit) => {
-                if let Some(handle) = shards.get_mut(id.get()) {
-                    handle.exited = true;
-                }
-                match exit {
-                    Exit::Returned => tracing::debug!(shard = id.get(), "shard finished"),
-                    Exit::Failed(message) | Exit::Panicked(message) => {
-                        tracing::error!(shard = id.get(), "shard stopped: {message}");
-                        if failure.is_none() {
-                            failure = Some(Error::shard(id, message));
-                        }
-                        if stop_deadline.is_none() {
-                            stop_deadline = Some(begin_stop(shards, config));
-                        }
-                    }
+            Event::Listening(id, listeners) => {
+                if let Some(state) = self.shards.get_mut(id.get()) {
+                    state.listening = true;
+                    state.listeners = listeners;
+                    let incarnation = state.incarnation;
+                    self.publish(id, incarnation, LifecycleKind::Listening);
                 }
             }
+            Event::Exited(id, exit) => self.on_exit(id, exit),
             Event::Shutdown => {
-                if stop_deadline.is_none() {
+                if !self.stopping() {
                     tracing::info!("shutdown requested; shutting down gracefully");
-                    stop_deadline = Some(begin_stop(shards, config));
+                    self.begin_stop();
                 }
             }
             Event::Signal(signal) => {
-                if stop_deadline.is_some() {
+                if self.stopping() {
                     tracing::warn!(signal, "second signal: forcing exit");
                     return Err(Error::new(ErrorKind::ShutdownForced));
                 }
                 tracing::info!(signal, "shutting down gracefully");
-                stop_deadline = Some(begin_stop(shards, config));
+                self.begin_stop();
             }
         }
-        if !announced && shards.iter().all(|s| s.serving || s.exited) {
-            announced = true;
-            if shards.iter().any(|s| s.serving) {
-                announce(addrs, shards.len(), started);
-            }
-        }
+        Ok(())
     }
-    failure.map_or(Ok(()), Err)
-}
 
-fn begin_stop(shards: &[ShardHandle], config: &Config) -> Instant {
-    for handle in shards.iter().filter(|s| !s.exited) {
-        let _ = handle.control.send(Command::Stop);
+    fn on_exit(&mut self, id: ShardId, exit: Exit) {
+        let stopping = self.stopping();
+        let policy = self.config.restart;
+        let Some(state) = self.shards.get_mut(id.get()) else {
+            return;
+        };
+        state.running = false;
+        state.control = None;
+        let listeners = std::mem::take(&mut state.listeners);
+        let incarnation = state.incarnation;
+        let (reason, died) = match exit {
+            Exit::Returned => (ExitReason::Returned, None),
+            Exit::Failed(why) => (ExitReason::Failed(why.clone()), Some(why)),
+            Exit::Panicked(why) => (ExitReason::Panicked(why.clone()), Some(why)),
+        };
+        let Some(why) = died else {
+            drop(listeners);
+            self.publish(id, incarnation, LifecycleKind::Exit(reason));
+            return;
+        };
+        // Tasks the dead thread leaked may still own its listener: take the
+        // socket out of the port group so no connection waits on it.
+        for listener in listeners {
+            let _ = socket2::SockRef::from(&listener).shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(thread) = state.thread.take() {
+            let _ = thread.join();
+        }
+        let verdict = (!stopping).then(|| state.deaths.record(&policy, Instant::now()));
+        if let Some(Verdict::RestartAt(at)) = verdict {
+            state.restart_at = Some(at);
+        }
+        self.publish(id, incarnation, LifecycleKind::Exit(reason));
+        match verdict {
+            Some(Verdict::RestartAt(at)) => tracing::warn!(
+                shard = id.get(),
+                backoff = ?at.saturating_duration_since(Instant::now()),
+                "restarting shard"
+            ),
+            Some(Verdict::GiveUp { deaths }) => {
+                let message = format!(
+                    "crash loop: {deaths} deaths within {:?}, last: {why}",
+                    policy.window
+                );
+                tracing::error!(shard = id.get(), "{message}; stopping");
+                self.fail(Error::shard(id, message));
+            }
+            None => self.fail(Error::shard(id, why)),
+        }
     }
-    Instant::now() + config.shutdown_timeout
+
+    fn fail(&mut self, error: Error) {
+        if self.failure.is_none() {
+            self.failure = Some(error);
+        }
+        if !self.stopping() {
+            self.begin_stop();
+        }
+    }
+
+    /// A restart came due, or the shutdown deadline passed.
+    fn on_timer(&mut self) -> Result<(), Error> {
+        let now = Instant::now();
+        if let Some(deadline) = self.stop_deadline
+            && now >= deadline
+        {
+            tracing::error!(
+                timeout = ?self.config.shutdown_timeout,
+                "shutdown deadline passed with work in flight; forcing exit"
+            );
+            return Err(Error::new(ErrorKind::ShutdownForced));
+        }
+        let due: Vec<ShardId> = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.restart_at.is_some_and(|at| at <= now))
+            .map(|(i, _)| ShardId::new(i))
+            .collect();
+        for id in due {
+            if let Err(error) = self.spawn(id, None) {
+                tracing::error!(shard = id.get(), %error, "cannot restart shard");
+                if let Some(state) = self.shards.get_mut(id.get()) {
+                    state.restart_at = None;
+                }
+                self.fail(error);
+            }
+        }
+        Ok(())
+    }
+
+    fn begin_stop(&mut self) {
+        self.stop_deadline = Some(Instant::now() + self.config.shutdown_timeout);
+        for index in 0..self.shards.len() {
+            let state = &mut self.shards[index];
+            state.restart_at = None;
+            // The shard closes its own listener when it stops accepting; the
+            // coordinator's second descriptor must not keep it open.
+            state.listeners.clear();
+            let Some(control) = &state.control else {
+                continue;
+            };
+            let _ = control.send(Command::Stop);
+            let incarnation = state.incarnation;
+            self.publish(ShardId::new(index), incarnation, LifecycleKind::Disconnect);
+        }
+    }
 }
 
 fn announce(addrs: &[SocketAddr], shards: usize, started: Instant) {

@@ -21,10 +21,8 @@ use super::io::{self, Flush, Io};
 use super::timer::ShardTimer;
 use super::{Body, Handler, IntoResponse, Request};
 use crate::Error;
-use crate::coordinator::Event;
-use crate::error::ErrorKind;
 use crate::shard::latch::Latch;
-use crate::shard::{ListenSpec, Shard, ShardCounters, listener};
+use crate::shard::{Shard, ShardCounters, listener};
 
 static X_SHARD: HeaderName = HeaderName::from_static("x-shard");
 
@@ -41,26 +39,14 @@ struct Ctx<H> {
     open: OpenConnections,
 }
 
-/// Serves `handler` on `listen` until the shard stops, then waits for open
+/// Serves `handler` on `listeners` until the shard stops, then waits for open
 /// connections to finish.
 pub(crate) async fn serve<H: Handler>(
     shard: &Shard,
-    listen: Vec<ListenSpec>,
+    listeners: Vec<std::net::TcpListener>,
     handler: H,
 ) -> Result<(), Error> {
-    let mut listeners = Vec::with_capacity(listen.len());
-    for spec in listen {
-        let bound = match spec.prebound {
-            Some(listener) => listener,
-            None => listener::bind(spec.addr).map_err(|source| {
-                Error::new(ErrorKind::Bind {
-                    addr: spec.addr,
-                    source,
-                })
-            })?,
-        };
-        listeners.push(listener::into_glommio(bound));
-    }
+    let listeners: Vec<TcpListener> = listeners.into_iter().map(listener::into_glommio).collect();
 
     let config = shard.config();
     let mut builder = http1::Builder::new();
@@ -77,7 +63,6 @@ pub(crate) async fn serve<H: Handler>(
         open: OpenConnections::default(),
     });
 
-    shard.report(Event::Serving(shard.id()));
     tracing::debug!(listeners = listeners.len(), "serving");
     futures::future::join_all(listeners.into_iter().map(|l| accept_loop(l, ctx.clone()))).await;
     tracing::debug!(

@@ -29,6 +29,7 @@ pub(crate) use preflight::DEFAULT_IO_MEMORY;
 use crate::bus::Bus;
 use crate::bus::mesh::Registry;
 use crate::coordinator::Event;
+use crate::error::ErrorKind;
 use crate::http::Handler;
 use crate::{Config, Error};
 use latch::Latch;
@@ -180,7 +181,29 @@ impl Shard {
                 "Shard::serve needs a listen address (--listen)",
             ));
         }
-        crate::http::serve(self, listen, handler).await
+        let mut listeners = Vec::with_capacity(listen.len());
+        let mut handles = Vec::with_capacity(listen.len());
+        for spec in listen {
+            let bound = match spec.prebound {
+                Some(bound) => bound,
+                None => listener::bind(spec.addr).map_err(|source| {
+                    Error::new(ErrorKind::Bind {
+                        addr: spec.addr,
+                        source,
+                    })
+                })?,
+            };
+            // The coordinator keeps a second descriptor of each listener, so
+            // it can take the socket out of the port group if this shard's
+            // thread dies with the listener still owned by a leaked task.
+            let handle = bound
+                .try_clone()
+                .map_err(|e| Error::io("cannot duplicate a listening socket", e))?;
+            handles.push(handle);
+            listeners.push(bound);
+        }
+        self.report(Event::Listening(self.id(), handles));
+        crate::http::serve(self, listeners, handler).await
     }
 
     pub(crate) fn counters_arc(&self) -> &Arc<ShardCounters> {

@@ -81,6 +81,7 @@ where
             glommio::spawn_local(listen_for_commands(control, stopping.clone())).detach();
             let shard = Shard::new(parts, stopping);
             glommio::spawn_local(crate::bus::serve_jobs(shard.clone())).detach();
+            shard.report(Event::Online(shard.id()));
             let result = shard_fn(shard).await.into_result();
             crate::http::timer::stop();
             result

@@ -1,0 +1,53 @@
+//! A test app for supervision and shutdown: a route that kills its shard
+//! from a background task, slow and hanging routes.
+//!
+//! Run with: `cargo run -p forkless-tests --bin forkless-supervised -- --listen 127.0.0.1:0`
+//!
+//! Routes: `/` (ok), `/boot` (a token that changes when the shard restarts),
+//! `/crash` (answers, then a background task panics and takes the shard
+//! down), `/slow/{ms}` (answers after `ms` milliseconds), `/hang` (never
+//! answers). With `FORKLESS_TEST_CRASH_AT_START=1` every shard panics as
+//! soon as it starts (a crash loop).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use forkless::prelude::*;
+
+#[shard_main(listen = "127.0.0.1:0")]
+async fn main(shard: Shard) -> Result<(), forkless::Error> {
+    if std::env::var_os("FORKLESS_TEST_CRASH_AT_START").is_some() {
+        panic!("shard {} fails at start on purpose", shard.id());
+    }
+    let boot = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    shard
+        .serve(move |request: Request| async move {
+            let path = request.uri().path();
+            if let Some(ms) = path.strip_prefix("/slow/") {
+                let Ok(ms) = ms.parse::<u64>() else {
+                    return (StatusCode::BAD_REQUEST, "bad duration\n").into_response();
+                };
+                forkless::time::sleep(Duration::from_millis(ms)).await;
+                return "slow\n".into_response();
+            }
+            match path {
+                "/" => "ok\n".into_response(),
+                "/boot" => format!("{boot}\n").into_response(),
+                "/crash" => {
+                    forkless::spawn(async {
+                        forkless::time::sleep(Duration::from_millis(20)).await;
+                        panic!("a background task panics on purpose");
+                    })
+                    .detach();
+                    "crashing\n".into_response()
+                }
+                "/hang" => {
+                    std::future::pending::<()>().await;
+                    "never\n".into_response()
+                }
+                _ => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+            }
+        })
+        .await
+}
