@@ -204,3 +204,26 @@ fn a_second_signal_forces_exit_at_once() {
         .expect("exited at once");
     assert_eq!(status.code(), Some(forkless::EXIT_FORCED.into()));
 }
+
+#[test]
+fn a_blocked_shard_is_reported_as_a_stall_with_its_id() {
+    let server = supervised(2, &[]);
+    let (mut stream, _) = server.connect_to_shard("1").expect("reach shard 1");
+    send(stream.get_mut(), &request("GET", "/block/100", &[]));
+    assert_eq!(read_response(&mut stream).expect("answered").status, 200);
+    let output = wait_for_output(&server, "stall: a task ran without yielding");
+    let line = output
+        .lines()
+        .find(|line| line.contains("stall: a task ran without yielding"))
+        .expect("the stall line");
+    assert!(
+        line.contains("shard{id=1}"),
+        "not tagged with shard 1: {line}"
+    );
+    // A short block is not a stall.
+    let (mut quick, _) = server.connect_to_shard("0").expect("reach shard 0");
+    send(quick.get_mut(), &request("GET", "/block/5", &[]));
+    assert_eq!(read_response(&mut quick).expect("answered").status, 200);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.output().matches("stall: a task ran").count(), 1);
+}

@@ -82,6 +82,7 @@ pub struct Config {
     pub(crate) bus_capacity: usize,
     pub(crate) spin_before_park: Duration,
     pub(crate) restart: crate::RestartPolicy,
+    pub(crate) stall_threshold: Option<Duration>,
 }
 
 /// The default listen address when neither the app nor the command line gives one.
@@ -103,6 +104,7 @@ impl Default for Config {
             bus_capacity: 1024,
             spin_before_park: Duration::ZERO,
             restart: crate::RestartPolicy::default(),
+            stall_threshold: Some(Duration::from_millis(25)),
         }
     }
 }
@@ -168,6 +170,13 @@ impl Config {
     /// How dead shards are restarted, and when to give up.
     pub fn restart_policy(mut self, policy: crate::RestartPolicy) -> Self {
         self.restart = policy;
+        self
+    }
+
+    /// A task poll longer than this is logged and counted as a stall
+    /// (default 25 ms); `None` turns the stall detector off.
+    pub fn stall_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.stall_threshold = threshold;
         self
     }
 

@@ -4,6 +4,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::shard::stall::Watched;
+
 /// A task spawned with [`spawn`]: await it for its output, or
 /// [`detach`](JoinHandle::detach) it to let it run on its own. Dropping it
 /// cancels the task.
@@ -45,6 +47,6 @@ impl<T> Future for JoinHandle<T> {
 /// ```
 pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> JoinHandle<T> {
     JoinHandle {
-        task: glommio::spawn_local(future),
+        task: glommio::spawn_local(Watched::new(future)),
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Routes: `/` (ok), `/boot` (a token that changes when the shard restarts),
 //! `/crash` (answers, then a background task panics and takes the shard
-//! down), `/slow/{ms}` (answers after `ms` milliseconds), `/hang` (never
+//! down), `/slow/{ms}` (answers after `ms` milliseconds), `/block/{ms}`
+//! (blocks its shard's thread for `ms` milliseconds), `/hang` (never
 //! answers). With `FORKLESS_TEST_CRASH_AT_START=1` every shard panics as
 //! soon as it starts (a crash loop).
 
@@ -24,6 +25,14 @@ async fn main(shard: Shard) -> Result<(), forkless::Error> {
     shard
         .serve(move |request: Request| async move {
             let path = request.uri().path();
+            if let Some(ms) = path.strip_prefix("/block/") {
+                // Blocks the whole shard: what the stall detector reports.
+                let Ok(ms) = ms.parse::<u64>() else {
+                    return (StatusCode::BAD_REQUEST, "bad duration\n").into_response();
+                };
+                std::thread::sleep(Duration::from_millis(ms));
+                return "blocked\n".into_response();
+            }
             if let Some(ms) = path.strip_prefix("/slow/") {
                 let Ok(ms) = ms.parse::<u64>() else {
                     return (StatusCode::BAD_REQUEST, "bad duration\n").into_response();

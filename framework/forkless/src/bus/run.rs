@@ -25,7 +25,7 @@ pub(crate) async fn serve_jobs(shard: Shard) {
         let Job(job) = envelope.msg;
         let future = job(shard.clone());
         // A panicking job loses its own result only (its reply is dropped).
-        glommio::spawn_local(AssertUnwindSafe(future).catch_unwind().map(drop)).detach();
+        crate::spawn(AssertUnwindSafe(future).catch_unwind().map(drop)).detach();
     }
 }
 

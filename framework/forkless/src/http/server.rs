@@ -82,7 +82,7 @@ async fn accept_loop<H: Handler>(listener: TcpListener, ctx: Rc<Ctx<H>>) {
         };
         match accepted {
             Ok(stream) => {
-                glommio::spawn_local(connection(stream, ctx.clone())).detach();
+                crate::spawn(connection(stream, ctx.clone())).detach();
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed; retrying");

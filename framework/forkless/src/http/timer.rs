@@ -124,7 +124,7 @@ pub(crate) fn start() {
         rearm: Cell::new(false),
         driver: RefCell::new(None),
     });
-    glommio::spawn_local(drive(Rc::downgrade(&queue))).detach();
+    crate::spawn(drive(Rc::downgrade(&queue))).detach();
     QUEUE.with(|q| *q.borrow_mut() = Some(queue));
 }
 

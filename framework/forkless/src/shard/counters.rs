@@ -14,6 +14,7 @@ pub struct ShardCounters {
     handler_panics: AtomicU64,
     connections_open: AtomicU64,
     connections_accepted: AtomicU64,
+    stalls: AtomicU64,
 }
 
 /// A point-in-time copy of a shard's counters.
@@ -28,6 +29,8 @@ pub struct CounterSnapshot {
     pub connections_open: u64,
     /// Connections accepted since start.
     pub connections_accepted: u64,
+    /// Polls that ran longer than the stall threshold.
+    pub stalls: u64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -55,6 +58,10 @@ impl ShardCounters {
             .store(open.saturating_sub(1), Ordering::Relaxed);
     }
 
+    pub(crate) fn stall(&self) {
+        bump(&self.stalls);
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> CounterSnapshot {
         CounterSnapshot {
@@ -62,6 +69,7 @@ impl ShardCounters {
             handler_panics: self.handler_panics.load(Ordering::Relaxed),
             connections_open: self.connections_open.load(Ordering::Relaxed),
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
+            stalls: self.stalls.load(Ordering::Relaxed),
         }
     }
 }

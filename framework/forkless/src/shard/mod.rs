@@ -12,6 +12,7 @@ mod id;
 pub(crate) mod latch;
 pub(crate) mod listener;
 pub(crate) mod preflight;
+pub(crate) mod stall;
 pub(crate) mod thread;
 
 use std::any::{Any, TypeId};

@@ -75,17 +75,18 @@ where
         .map_err(|e| executor_error(parts.id, &e.to_string()))?;
 
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        executor.run(async move {
+        executor.run(crate::shard::stall::Watched::new(async move {
+            crate::shard::stall::start(parts.counters.clone(), parts.config.stall_threshold);
             crate::http::timer::start();
             let stopping = Latch::new();
-            glommio::spawn_local(listen_for_commands(control, stopping.clone())).detach();
+            crate::spawn(listen_for_commands(control, stopping.clone())).detach();
             let shard = Shard::new(parts, stopping);
-            glommio::spawn_local(crate::bus::serve_jobs(shard.clone())).detach();
+            crate::spawn(crate::bus::serve_jobs(shard.clone())).detach();
             shard.report(Event::Online(shard.id()));
             let result = shard_fn(shard).await.into_result();
             crate::http::timer::stop();
             result
-        })
+        }))
     }));
     Ok(match outcome {
         Ok(Ok(())) => Exit::Returned,

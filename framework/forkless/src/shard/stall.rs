@@ -1,0 +1,65 @@
+//! The stall detector: a shard whose task runs too long without yielding
+//! holds up every other connection of that shard. Every task the framework
+//! runs (the shard function, connections, bus jobs, [`crate::spawn`]) is
+//! polled through [`Watched`], which times each poll; one longer than the
+//! threshold (default 25 ms, as Seastar) is logged with the shard's tag and
+//! counted in [`ShardCounters`](super::ShardCounters).
+//!
+//! The check runs when the long poll returns: a task that never yields
+//! (an infinite loop) is not reported by this detector.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use super::ShardCounters;
+
+thread_local! {
+    static WATCH: RefCell<Option<(Arc<ShardCounters>, Duration)>> = const { RefCell::new(None) };
+}
+
+/// Starts watching this thread's polls; `None` turns the detector off.
+pub(crate) fn start(counters: Arc<ShardCounters>, threshold: Option<Duration>) {
+    WATCH.with(|watch| *watch.borrow_mut() = threshold.map(|t| (counters, t)));
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose polls are timed; see the module docs.
+    pub(crate) struct Watched<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> Watched<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        Self { inner }
+    }
+}
+
+impl<F: Future> Future for Watched<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let started = Instant::now();
+        let output = self.project().inner.poll(cx);
+        let took = started.elapsed();
+        WATCH.with(|watch| {
+            if let Some((counters, threshold)) = &*watch.borrow()
+                && took > *threshold
+            {
+                counters.stall();
+                tracing::warn!(
+                    took_ms = took.as_millis(),
+                    threshold_ms = threshold.as_millis(),
+                    "stall: a task ran without yielding for longer than the threshold; \
+                     every other connection of this shard waited (offload CPU-heavy work)"
+                );
+            }
+        });
+        output
+    }
+}
