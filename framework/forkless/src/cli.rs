@@ -8,7 +8,7 @@ use clap::{Arg, Args, Command, FromArgMatches};
 use crate::Config;
 #[cfg(test)]
 use crate::Error;
-use crate::config::{LogFormat, Shards, parse_duration};
+use crate::config::{LogFormat, Shards, parse_duration, parse_size, parse_timeout};
 use crate::entry::MainOptions;
 
 #[derive(Args, Debug)]
@@ -27,9 +27,39 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
-    /// Close a connection whose request head has not arrived in this time.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    /// Longest a request head may take from its first byte, then `408` and
+    /// close; also how long a new connection may send nothing.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     header_read_timeout: Duration,
+
+    /// Close a keep-alive connection idle this long between requests.
+    #[arg(long, value_name = "DURATION", default_value = "75s", value_parser = parse_timeout)]
+    keep_alive_timeout: Duration,
+
+    /// Largest request head (request line and headers); larger gets `431`.
+    #[arg(long, value_name = "BYTES", default_value = "32k", value_parser = parse_positive_size)]
+    max_header_size: usize,
+
+    /// Largest request body `read_body_default` accepts; larger gets `413`.
+    #[arg(long, value_name = "BYTES", default_value = "1m", value_parser = parse_size)]
+    max_body_size: usize,
+
+    /// Longest a request body may stall while the handler reads it; also the
+    /// grace before `--body-min-rate` applies. Then reading fails (`408`).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    body_read_timeout: Duration,
+
+    /// Slowest a request body may arrive after the grace, in bytes/s; 0 checks stalls only.
+    #[arg(long, value_name = "BYTES_PER_SEC", default_value = "240", value_parser = parse_size)]
+    body_min_rate: usize,
+
+    /// Close a connection whose client takes no response bytes for this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    send_timeout: Duration,
+
+    /// Most open connections per shard; beyond it new ones get `503` and are closed.
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
 
     /// How long a graceful shutdown waits for in-flight requests before forcing exit.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
@@ -64,6 +94,13 @@ where
     Ok(cli.into_config())
 }
 
+fn parse_positive_size(text: &str) -> Result<usize, String> {
+    match parse_size(text)? {
+        0 => Err("the size must be at least 1 byte".into()),
+        bytes => Ok(bytes),
+    }
+}
+
 fn command(options: &MainOptions) -> Command {
     let shards_default = options
         .default_shards
@@ -85,6 +122,13 @@ impl Cli {
             .listen(self.listen)
             .log_format(self.log_format)
             .header_read_timeout(self.header_read_timeout)
+            .keep_alive_timeout(self.keep_alive_timeout)
+            .max_header_size(self.max_header_size)
+            .max_body_size(self.max_body_size)
+            .body_read_timeout(self.body_read_timeout)
+            .body_min_rate(self.body_min_rate as u64)
+            .send_timeout(self.send_timeout)
+            .max_connections(self.max_connections as usize)
             .shutdown_timeout(self.shutdown_timeout)
             .pin(!self.no_pin)
     }
@@ -111,6 +155,49 @@ mod tests {
             &["127.0.0.1:9000".parse().expect("addr")]
         );
         assert_eq!(config.header_read_timeout, Duration::from_secs(30));
+        let defaults = Config::default();
+        assert_eq!(config.keep_alive_timeout, defaults.keep_alive_timeout);
+        assert_eq!(config.max_header_size, defaults.max_header_size);
+        assert_eq!(config.max_body_size, defaults.max_body_size);
+        assert_eq!(config.body_read_timeout, defaults.body_read_timeout);
+        assert_eq!(config.body_min_rate, defaults.body_min_rate);
+        assert_eq!(config.send_timeout, defaults.send_timeout);
+        assert_eq!(config.max_connections, defaults.max_connections);
+    }
+
+    #[test]
+    fn limit_flags_set_the_limits() {
+        let config = try_parse(
+            &OPTIONS,
+            [
+                "app",
+                "--keep-alive-timeout",
+                "5s",
+                "--max-header-size",
+                "8k",
+                "--max-body-size",
+                "2m",
+                "--body-read-timeout",
+                "1s",
+                "--body-min-rate",
+                "1k",
+                "--send-timeout",
+                "3s",
+                "--max-connections",
+                "10",
+            ],
+        )
+        .expect("flags parse");
+        assert_eq!(config.keep_alive_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_header_size, 8 * 1024);
+        assert_eq!(config.max_body_size, 2 * 1024 * 1024);
+        assert_eq!(config.body_read_timeout, Duration::from_secs(1));
+        assert_eq!(config.body_min_rate, 1024);
+        assert_eq!(config.send_timeout, Duration::from_secs(3));
+        assert_eq!(config.max_connections, 10);
+        assert!(try_parse(&OPTIONS, ["app", "--max-connections", "0"]).is_err());
+        assert!(try_parse(&OPTIONS, ["app", "--send-timeout", "0s"]).is_err());
+        assert!(try_parse(&OPTIONS, ["app", "--max-header-size", "0"]).is_err());
     }
 
     #[test]

@@ -1,11 +1,16 @@
-//! hyper's I/O traits over a glommio `TcpStream`, with writes batched per
-//! wake-up of the connection task.
+//! hyper's I/O traits over a glommio `TcpStream`: reads pass the framing
+//! gate, writes are batched per wake-up of the connection task, and the
+//! connection's timeouts are enforced here.
 //!
 //! Reads land in a receive buffer owned by the connection (zeroed once, when
 //! the connection opens) through glommio's unbuffered stream, which tries a
-//! plain non-blocking `recv` before it involves the ring; the bytes are then
-//! copied into hyper's uninitialised read buffer with `put_slice`. No
-//! zero-filling per read and no `unsafe`.
+//! plain non-blocking `recv` before it involves the ring. The [`Gate`] then
+//! decides which bytes hyper may see: whole request heads that passed the
+//! strict framing checks, and the bodies behind them. A partial head stays
+//! in the buffer (which grows up to the head size limit) until it is whole;
+//! a refused head is replaced by the gate's stand-in (see `framing.rs`). The
+//! passed bytes are copied into hyper's uninitialised read buffer with
+//! `put_slice`. No zero-filling per read and no `unsafe`.
 //!
 //! Writes are collected in an output buffer and sent when the connection
 //! task is about to wait ([`Flush`] wraps the connection future), when the
@@ -14,17 +19,32 @@
 //! in one `send`, and hyper's own `pipeline_flush` (which can drop a `400`
 //! answering a malformed request: the bytes stay in its buffer when the
 //! connection closes) is not needed.
+//!
+//! Timeouts (see `limits.rs` for which applies when): a read that blocks
+//! asks the [`ReadClock`] for a deadline; a send that blocks starts the send
+//! timeout. [`Flush`] sleeps until the earliest deadline on the shard's timer
+//! and polls hyper again when it passes, so the blocked read can act: close
+//! an idle connection (hyper sees the end of the stream), refuse a late head
+//! (`408`, through the stand-in), or fail a stalled body read with
+//! [`io::ErrorKind::TimedOut`]. A passed send deadline ends the connection.
 
 use std::cell::RefCell;
+use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use futures::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use hyper::rt::{Read, ReadBufCursor, Write};
+
+use super::framing::{Gate, Rejection, STAND_IN, Step};
+use super::limits::{Limits, ReadClock, Verdict, Waiting};
+use super::requests::Requests;
+use super::timer::ShardSleep;
 
 /// Receive buffer per connection: a burst of pipelined requests.
 const RECV_BUFFER: usize = 8 * 1024;
@@ -32,34 +52,248 @@ const RECV_BUFFER: usize = 8 * 1024;
 /// Buffered output above which writes go out before more is accepted.
 const HIGH_WATER: usize = 64 * 1024;
 
+/// Longest a lingering close waits for the client to stop sending.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Most bytes a lingering close reads and discards.
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+/// The error a body read gets when the body stalls or trickles in too slowly.
+#[derive(Debug)]
+pub(crate) struct BodyTimedOut;
+
+impl fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request body stalled or arrived below the minimum rate")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
 struct Inner {
     stream: TcpStream,
-    /// Received bytes not yet handed to hyper: `recv[start..end]`.
-    recv: Box<[u8]>,
+    /// `recv[start..released]`: passed the gate, not yet handed to hyper;
+    /// `recv[released..end]`: received, waiting for the rest of a head.
+    recv: Vec<u8>,
     start: usize,
+    released: usize,
     end: usize,
+    /// The peer closed its side, or the connection idled out.
+    eof: bool,
+    gate: Gate,
+    /// How much of [`STAND_IN`] hyper has been given, once a head is refused.
+    stand_in: Option<usize>,
+    clock: ReadClock,
+    /// hyper's last read blocked on the socket and was not retried yet.
+    read_blocked: bool,
+    /// When the blocked read gives up, if it has a deadline.
+    read_deadline: Option<Instant>,
     out: Vec<u8>,
     /// How much of `out` has been sent.
     sent: usize,
+    /// Since when sending made no progress.
+    send_blocked: Option<Instant>,
+    limits: Limits,
+    requests: Rc<Requests>,
+    discarded: usize,
 }
 
 impl Inner {
     /// Sends buffered output until all of it is gone or the socket is full.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut progressed = false;
         while self.sent < self.out.len() {
-            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.out[self.sent..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            match Pin::new(&mut self.stream).poll_write(cx, &self.out[self.sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.sent += n;
+                    progressed = true;
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => {
+                    if progressed || self.send_blocked.is_none() {
+                        self.send_blocked = Some(Instant::now());
+                    }
+                    return Poll::Pending;
+                }
             }
-            self.sent += n;
         }
         self.out.clear();
         self.sent = 0;
+        self.send_blocked = None;
         Poll::Ready(Ok(()))
     }
 
     fn buffered(&self) -> usize {
         self.out.len() - self.sent
+    }
+
+    fn send_deadline(&self) -> Option<Instant> {
+        self.send_blocked
+            .map(|since| since + self.limits.send_timeout)
+    }
+
+    /// Runs newly received bytes through the gate.
+    fn admit(&mut self) {
+        while self.released < self.end {
+            match self.gate.step(&self.recv[self.released..self.end]) {
+                Step::Head(n) => {
+                    self.released += n;
+                    self.requests.head_passed();
+                    self.clock.on_head();
+                }
+                Step::Body(n) => {
+                    self.released += n;
+                    self.clock.on_body_bytes(n);
+                }
+                Step::NeedMore => {
+                    self.clock.on_head_bytes();
+                    return;
+                }
+                Step::Reject(rejection) => return self.refuse(rejection),
+            }
+        }
+    }
+
+    /// Drops the refused head and everything after it; hyper gets the stand-in.
+    fn refuse(&mut self, rejection: Rejection) {
+        tracing::debug!(?rejection, "request refused before the handler");
+        self.end = self.released;
+        self.gate.close();
+        self.stand_in = Some(0);
+        self.requests.refuse(rejection);
+    }
+
+    /// Makes room at `recv[end..]` for the next read.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            (self.start, self.released, self.end) = (0, 0, 0);
+        } else if self.end == self.recv.len() {
+            if self.start > 0 {
+                self.recv.copy_within(self.start..self.end, 0);
+                self.released -= self.start;
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                // One partial head fills the buffer; the gate refuses it
+                // before it passes the limit, so this stays bounded.
+                let cap = self.limits.max_header_size.saturating_add(RECV_BUFFER);
+                let grown = (self.recv.len() * 2).min(cap).max(self.recv.len() + 1);
+                self.recv.resize(grown, 0);
+            }
+        }
+    }
+
+    /// What a blocked read is waiting for.
+    fn waiting(&self) -> Waiting {
+        if self.gate.in_body() {
+            Waiting::Body
+        } else if !self.gate.at_head() || self.requests.open() > 0 {
+            Waiting::Handler
+        } else if self.released < self.end {
+            Waiting::Head
+        } else {
+            Waiting::Idle {
+                served_before: self.requests.answered_any(),
+            }
+        }
+    }
+
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.read_deadline = None;
+        self.read_blocked = false;
+        self.clock.on_retry();
+        loop {
+            if self.start < self.released {
+                let n = (self.released - self.start).min(buf.remaining());
+                buf.put_slice(&self.recv[self.start..self.start + n]);
+                self.start += n;
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(at) = self.stand_in.filter(|&at| at < STAND_IN.len()) {
+                let n = (STAND_IN.len() - at).min(buf.remaining());
+                buf.put_slice(&STAND_IN[at..at + n]);
+                self.stand_in = Some(at + n);
+                return Poll::Ready(Ok(()));
+            }
+            if self.gate.is_closed() {
+                // Refused or timed out: the answer hyper is writing closes
+                // the connection; nothing more is read.
+                return Poll::Pending;
+            }
+            if self.eof {
+                return Poll::Ready(Ok(()));
+            }
+            self.make_room();
+            let end = self.end;
+            match Pin::new(&mut self.stream).poll_read(cx, &mut self.recv[end..]) {
+                Poll::Ready(Ok(0)) => self.eof = true,
+                Poll::Ready(Ok(n)) => {
+                    self.end += n;
+                    self.admit();
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => {
+                    self.read_blocked = true;
+                    let waiting = self.waiting();
+                    match self.clock.on_block(waiting, &self.limits, Instant::now()) {
+                        Verdict::Until(deadline) => {
+                            self.read_deadline = Some(deadline);
+                            return Poll::Pending;
+                        }
+                        Verdict::Forever => return Poll::Pending,
+                        Verdict::IdleExpired => {
+                            tracing::trace!("idle connection timed out");
+                            self.eof = true;
+                        }
+                        Verdict::HeadExpired => self.refuse(Rejection::HeadTimeout),
+                        Verdict::BodyExpired => {
+                            tracing::debug!("request body too slow; failing the body read");
+                            self.gate.close();
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                BodyTimedOut,
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A read that blocked while a request was open is not retried by hyper
+    /// when the connection goes idle: give it the idle (or head) deadline
+    /// now. When that passes, [`Flush`] polls hyper and the read acts.
+    fn refresh_read_deadline(&mut self) {
+        if !self.read_blocked || self.read_deadline.is_some() {
+            return;
+        }
+        let waiting = self.waiting();
+        if matches!(waiting, Waiting::Idle { .. } | Waiting::Head) {
+            self.read_deadline = Some(
+                match self.clock.on_block(waiting, &self.limits, Instant::now()) {
+                    Verdict::Until(deadline) => deadline,
+                    // Passed already: poll hyper at once.
+                    _ => Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// Reads and discards until the peer closes, for a lingering close.
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while !self.eof && self.discarded < LINGER_BYTES {
+            match Pin::new(&mut self.stream).poll_read(cx, &mut self.recv[..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.eof = true,
+                Poll::Ready(Ok(n)) => self.discarded += n,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(())
     }
 }
 
@@ -68,73 +302,148 @@ pub(crate) struct Io {
     inner: Rc<RefCell<Inner>>,
 }
 
-/// Wraps the connection future: sends buffered output whenever the future
-/// waits, and once more when it ends.
-pub(crate) struct Flush<F: Future> {
-    inner: Rc<RefCell<Inner>>,
-    future: F,
-    done: Option<F::Output>,
-}
-
-impl<F: Future> Flush<F> {
-    /// Pairs with an [`Io`] from [`split`].
-    pub(crate) fn new(handle: FlushHandle, future: F) -> Self {
-        Self {
-            inner: handle.inner,
-            future,
-            done: None,
-        }
-    }
-}
-
-/// Ties a [`Flush`] to the [`Io`] it flushes.
-pub(crate) struct FlushHandle {
+/// The connection task's handle on the same connection: drives hyper with
+/// [`Flush`] and closes lingering.
+pub(crate) struct Conn {
     inner: Rc<RefCell<Inner>>,
 }
 
-/// Splits a stream into hyper's side and the flushing side.
-pub(crate) fn split(stream: TcpStream) -> (Io, FlushHandle) {
+/// Splits a stream into hyper's side and the connection task's side.
+pub(crate) fn split(stream: TcpStream, limits: Limits, requests: Rc<Requests>) -> (Io, Conn) {
     let inner = Rc::new(RefCell::new(Inner {
         stream,
-        recv: vec![0; RECV_BUFFER].into_boxed_slice(),
+        recv: vec![0; RECV_BUFFER],
         start: 0,
+        released: 0,
         end: 0,
+        eof: false,
+        gate: Gate::new(limits.max_header_size),
+        stand_in: None,
+        clock: ReadClock::default(),
+        read_blocked: false,
+        read_deadline: None,
         out: Vec::new(),
         sent: 0,
+        send_blocked: None,
+        limits,
+        requests,
+        discarded: 0,
     }));
     (
         Io {
             inner: inner.clone(),
         },
-        FlushHandle { inner },
+        Conn { inner },
     )
+}
+
+impl Conn {
+    /// Wraps the connection future; see [`Flush`].
+    pub(crate) fn drive<F: Future>(&self, future: F) -> Flush<F> {
+        Flush {
+            inner: self.inner.clone(),
+            future,
+            done: None,
+            sleep: None,
+        }
+    }
+
+    /// After the last response: shuts the write side and reads what the
+    /// client still sends until it closes (at most [`LINGER_TIME`] and
+    /// [`LINGER_BYTES`]), so closing does not reset the connection before the
+    /// client has read that response.
+    pub(crate) async fn linger(&self) {
+        let inner = self.inner.clone();
+        let discard = std::future::poll_fn(move |cx| {
+            let mut inner = inner.borrow_mut();
+            if inner.eof {
+                return Poll::Ready(());
+            }
+            // hyper has usually shut the write side already; twice is harmless.
+            let _ = Pin::new(&mut inner.stream).poll_close(cx);
+            inner.poll_discard(cx)
+        });
+        let _ = crate::time::timeout(LINGER_TIME, discard).await;
+    }
+}
+
+/// How a driven connection ended.
+#[derive(Debug)]
+pub(crate) enum Ended<T> {
+    /// The connection future finished and its output was sent.
+    Done(T),
+    /// The client took no bytes for the send timeout.
+    SendTimedOut,
+}
+
+/// Wraps the connection future: sends buffered output whenever the future
+/// waits and once more when it ends, and wakes it when a deadline passes.
+pub(crate) struct Flush<F: Future> {
+    inner: Rc<RefCell<Inner>>,
+    future: F,
+    done: Option<F::Output>,
+    sleep: Option<ShardSleep>,
 }
 
 impl<F: Future + Unpin> Future for Flush<F>
 where
     F::Output: Unpin,
 {
-    type Output = F::Output;
+    type Output = Ended<F::Output>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.done.is_none()
-            && let Poll::Ready(output) = Pin::new(&mut this.future).poll(cx)
-        {
-            this.done = Some(output);
-        }
-        let sent = this.inner.borrow_mut().poll_send(cx);
-        match (this.done.take(), sent) {
-            // The connection is over; a peer that stopped reading gets nothing more.
-            (Some(output), Poll::Ready(_)) => Poll::Ready(output),
-            (Some(output), Poll::Pending) => {
+        // A passed read deadline polls hyper again so the read can act on it.
+        for _ in 0..3 {
+            if this.done.is_none()
+                && let Poll::Ready(output) = Pin::new(&mut this.future).poll(cx)
+            {
                 this.done = Some(output);
-                Poll::Pending
             }
-            (None, Poll::Ready(Ok(()))) | (None, Poll::Pending) => Poll::Pending,
-            // The socket failed: hyper will see it on its next read or write.
-            (None, Poll::Ready(Err(_))) => Poll::Pending,
+            let mut inner = this.inner.borrow_mut();
+            let sent = inner.poll_send(cx);
+            if let Some(output) = this.done.take() {
+                // Over; a peer that stopped reading gets nothing more.
+                if sent.is_ready() {
+                    return Poll::Ready(Ended::Done(output));
+                }
+                this.done = Some(output);
+                inner.read_deadline = None;
+                inner.read_blocked = false;
+            }
+            // A failed send: hyper sees the error on its next read or write.
+            inner.refresh_read_deadline();
+            let (read, send) = (inner.read_deadline, inner.send_deadline());
+            let Some(deadline) = earliest(read, send) else {
+                return Poll::Pending;
+            };
+            let now = Instant::now();
+            if send.is_some_and(|send| send <= now) {
+                tracing::debug!("client stopped reading the response; closing");
+                return Poll::Ready(Ended::SendTimedOut);
+            }
+            if deadline > now {
+                let sleep = match &mut this.sleep {
+                    Some(sleep) => {
+                        sleep.reset(deadline);
+                        sleep
+                    }
+                    None => this.sleep.insert(ShardSleep::new(deadline)),
+                };
+                if Pin::new(sleep).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            inner.read_deadline = None;
         }
+        Poll::Pending
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -144,16 +453,7 @@ impl Read for Io {
         cx: &mut Context<'_>,
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        let inner = &mut *self.inner.borrow_mut();
-        if inner.start == inner.end {
-            let n = ready!(Pin::new(&mut inner.stream).poll_read(cx, &mut inner.recv))?;
-            inner.start = 0;
-            inner.end = n;
-        }
-        let n = (inner.end - inner.start).min(buf.remaining());
-        buf.put_slice(&inner.recv[inner.start..inner.start + n]);
-        inner.start += n;
-        Poll::Ready(Ok(()))
+        self.inner.borrow_mut().poll_read_into(cx, &mut buf)
     }
 }
 
@@ -175,10 +475,18 @@ impl Write for Io {
         if inner.buffered() >= HIGH_WATER {
             ready!(inner.poll_send(cx))?;
         }
+        // Take at most up to the high-water mark (hyper writes the rest
+        // later), so a large body is never copied whole into `out`.
+        let mut room = HIGH_WATER.saturating_sub(inner.buffered());
         let mut accepted = 0;
         for buf in bufs {
-            inner.out.extend_from_slice(buf);
-            accepted += buf.len();
+            let n = buf.len().min(room);
+            inner.out.extend_from_slice(&buf[..n]);
+            accepted += n;
+            room -= n;
+            if room == 0 {
+                break;
+            }
         }
         Poll::Ready(Ok(accepted))
     }

@@ -2,19 +2,33 @@
 //!
 //! Each shard accepts on its own listeners and serves each connection in its
 //! own task with hyper's HTTP/1.1 server: keep-alive, pipelined requests
-//! answered in order and flushed together, a header read timeout. Every
-//! request runs under `catch_unwind`: a panicking handler answers that one
-//! request with `500` and closes that connection; the shard and all its other
-//! connections keep serving. Every response carries `x-shard`.
+//! answered in order and flushed together. Every request runs under
+//! `catch_unwind`: a panicking handler answers that one request with `500`
+//! and closes that connection; the shard and all its other connections keep
+//! serving. Every response carries `x-shard`.
+//!
+//! Bad clients meet limits, each with a flag and a [`Config`](crate::Config)
+//! method (see `limits.rs` for when each applies): request heads are checked
+//! for ambiguous framing before hyper sees them (`400` and close, as nginx
+//! and Envoy do), are bounded in size (`431`) and time (`408`); idle
+//! keep-alive connections, stalled or trickling bodies and clients that stop
+//! reading are cut off; each shard holds at most so many connections (`503`
+//! beyond). [`read_body`] reads a whole body within a size limit (`413`).
 
 mod body;
+mod body_read;
+mod framing;
 mod handler;
 mod io;
+mod limits;
+mod requests;
 mod response;
 mod server;
+mod service;
 pub(crate) mod timer;
 
 pub use body::{Body, BoxError};
+pub use body_read::{BodyError, read_body, read_body_default};
 pub use handler::Handler;
 pub use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 pub use hyper::body::Incoming;

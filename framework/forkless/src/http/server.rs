@@ -1,42 +1,59 @@
 //! The accept loop and the connection task of one shard.
+//!
+//! A shard at its connection limit still accepts, answers `503` (with
+//! `x-shard`) and closes at once, so clients learn why instead of waiting in
+//! the backlog, and the shard keeps serving the connections it has. A
+//! connection whose last answer refused a request closes lingering (see
+//! `Conn::linger`), so the client reads that answer rather than a reset.
 
 use std::cell::Cell;
-use std::convert::Infallible;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use futures::FutureExt;
 use futures::future::{Either, select};
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
-use http::header::{CONNECTION, HeaderName, HeaderValue};
-use http::{Response, StatusCode};
+use http::header::HeaderValue;
 use hyper::server::conn::http1;
 
-use super::io::{self, Flush, Io};
+use super::Handler;
+use super::io::{self, Ended, Io};
+use super::limits::Limits;
+use super::requests::Requests;
+use super::service::{App, ShardService};
 use super::timer::ShardTimer;
-use super::{Body, Handler, IntoResponse, Request};
 use crate::Error;
 use crate::shard::latch::Latch;
 use crate::shard::{Shard, ShardCounters, listener};
 
-static X_SHARD: HeaderName = HeaderName::from_static("x-shard");
-
 /// Pause after an accept error (e.g. out of file descriptors) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
+/// hyper's own read buffer limit (its default); raised for larger heads.
+const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
+
+/// Longest a refused connection may take to receive its `503`.
+const REFUSE_TIME: Duration = Duration::from_secs(1);
+
+/// Most refused connections a shard spends a task on at once; beyond, they
+/// are closed without an answer.
+const MAX_REFUSING: usize = 64;
+
 /// What every connection of a shard shares.
 struct Ctx<H> {
-    handler: H,
-    shard_header: HeaderValue,
+    app: Rc<App<H>>,
     counters: Arc<ShardCounters>,
     builder: http1::Builder,
     stopping: Latch,
     open: OpenConnections,
+    limits: Limits,
+    /// The `503` for connections past the limit.
+    busy: Rc<[u8]>,
+    refusing: Cell<usize>,
 }
 
 /// Serves `handler` on `listeners` until the shard stops, then waits for open
@@ -48,19 +65,30 @@ pub(crate) async fn serve<H: Handler>(
 ) -> Result<(), Error> {
     let listeners: Vec<TcpListener> = listeners.into_iter().map(listener::into_glommio).collect();
 
-    let config = shard.config();
+    let limits = Limits::from_config(shard.config());
+    super::body_read::set_default_limit(limits.max_body_size);
     let mut builder = http1::Builder::new();
+    // The I/O adapter keeps the header, keep-alive, body and send timeouts
+    // (io.rs, limits.rs) and shows hyper only whole, checked heads.
     builder
         .timer(ShardTimer)
-        .header_read_timeout(config.header_read_timeout)
+        .header_read_timeout(None)
+        .max_buf_size(HYPER_MAX_BUF.max(limits.max_header_size.saturating_add(16 * 1024)))
         .keep_alive(true);
+    let shard_header = HeaderValue::from(shard.id().get());
     let ctx = Rc::new(Ctx {
-        handler,
-        shard_header: HeaderValue::from(shard.id().get()),
+        busy: busy_response(&shard_header),
+        app: Rc::new(App {
+            handler,
+            shard_header,
+            counters: Arc::clone(shard.counters_arc()),
+        }),
         counters: Arc::clone(shard.counters_arc()),
         builder,
         stopping: shard.latch().clone(),
         open: OpenConnections::default(),
+        limits,
+        refusing: Cell::new(0),
     });
 
     tracing::debug!(listeners = listeners.len(), "serving");
@@ -81,6 +109,9 @@ async fn accept_loop<H: Handler>(listener: TcpListener, ctx: Rc<Ctx<H>>) {
             Either::Right(_) => return,
         };
         match accepted {
+            Ok(stream) if ctx.open.count.get() >= ctx.limits.max_connections => {
+                refuse(stream, &ctx);
+            }
             Ok(stream) => {
                 crate::spawn(connection(stream, ctx.clone())).detach();
             }
@@ -96,16 +127,29 @@ async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
     let _open = ctx.open.enter(&ctx.counters);
     // Responses are flushed whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
-    let service = ShardService { ctx: ctx.clone() };
-    let (io, flush) = io::split(stream);
-    let conn = ctx.builder.serve_connection(io, service);
-    let served = AssertUnwindSafe(Flush::new(flush, Box::pin(drive(conn, &ctx.stopping))))
+    let requests = Rc::new(Requests::default());
+    let service = ShardService::new(ctx.app.clone(), requests.clone());
+    let (io, conn) = io::split(stream, ctx.limits, requests.clone());
+    let hyper_conn = ctx.builder.serve_connection(io, service);
+    let served = AssertUnwindSafe(conn.drive(Box::pin(drive(hyper_conn, &ctx.stopping))))
         .catch_unwind()
         .await;
-    match served {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::debug!(%error, "connection ended with an error"),
-        Err(_) => tracing::error!("connection task panicked; connection closed"),
+    let linger = match served {
+        Ok(Ended::Done(Ok(()))) => requests.wants_linger(),
+        Ok(Ended::Done(Err(error))) => {
+            tracing::debug!(%error, "connection ended with an error");
+            // hyper answered a request it could not parse itself.
+            error.is_parse() || requests.wants_linger()
+        }
+        Ok(Ended::SendTimedOut) => false,
+        Err(_) => {
+            tracing::error!("connection task panicked; connection closed");
+            false
+        }
+    };
+    if linger {
+        // Not past the start of a shutdown: that would only delay it.
+        let _ = select(pin!(conn.linger()), pin!(ctx.stopping.wait())).await;
     }
 }
 
@@ -125,46 +169,54 @@ async fn drive<H: Handler>(
     }
 }
 
-/// hyper's view of the app's handler: adds `x-shard`, catches panics.
-struct ShardService<H> {
-    ctx: Rc<Ctx<H>>,
+/// Answers a connection past the limit with `503` and closes it; past
+/// [`MAX_REFUSING`] refusals at once, just closes it.
+fn refuse<H: 'static>(stream: TcpStream, ctx: &Rc<Ctx<H>>) {
+    if ctx.refusing.get() >= MAX_REFUSING {
+        tracing::debug!("connection limit reached; closing a new connection");
+        return;
+    }
+    tracing::debug!(
+        limit = ctx.limits.max_connections,
+        "connection limit reached; answering 503"
+    );
+    ctx.refusing.set(ctx.refusing.get() + 1);
+    let ctx = ctx.clone();
+    crate::spawn(async move {
+        let answer = ctx.busy.clone();
+        let _ = crate::time::timeout(REFUSE_TIME, say_and_close(stream, answer)).await;
+        ctx.refusing.set(ctx.refusing.get() - 1);
+    })
+    .detach();
 }
 
-impl<H: Handler> hyper::service::Service<Request> for ShardService<H> {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>>>>;
-
-    fn call(&self, request: Request) -> Self::Future {
-        let ctx = self.ctx.clone();
-        Box::pin(async move {
-            let answered = AssertUnwindSafe(async { ctx.handler.call(request).await })
-                .catch_unwind()
-                .await;
-            let mut response = match answered {
-                Ok(output) => output.into_response(),
-                Err(_) => {
-                    ctx.counters.handler_panic();
-                    tracing::error!("handler panicked; answered 500 and closing the connection");
-                    internal_error()
-                }
-            };
-            ctx.counters.request();
-            response
-                .headers_mut()
-                .insert(X_SHARD.clone(), ctx.shard_header.clone());
-            Ok(response)
-        })
+async fn say_and_close(mut stream: TcpStream, answer: Rc<[u8]>) {
+    if stream.write_all(&answer).await.is_err() || stream.close().await.is_err() {
+        return;
+    }
+    // Read the request we will not serve, so closing does not reset the
+    // connection before the client has read the answer.
+    let mut sink = [0u8; 1024];
+    while let Ok(n) = stream.read(&mut sink).await {
+        if n == 0 {
+            break;
+        }
     }
 }
 
-fn internal_error() -> Response<Body> {
-    let mut response =
-        (StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n").into_response();
-    response
-        .headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-    response
+fn busy_response(shard: &HeaderValue) -> Rc<[u8]> {
+    let body = "too many connections on this shard; retry later\n";
+    let mut answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
+         content-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nx-shard: ",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(shard.as_bytes());
+    answer.extend_from_slice(b"\r\n\r\n");
+    answer.extend_from_slice(body.as_bytes());
+    answer.into()
 }
 
 /// Counts a shard's open connections and lets shutdown wait for zero.

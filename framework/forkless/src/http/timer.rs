@@ -72,7 +72,8 @@ impl ShardSleep {
         sleep
     }
 
-    fn reset(&mut self, deadline: Instant) {
+    /// Moves the deadline; a later one than before is one atomic store.
+    pub(crate) fn reset(&mut self, deadline: Instant) {
         self.arm(deadline);
     }
 
@@ -205,7 +206,9 @@ impl Queue {
                     at: Reverse(deadline),
                     shared: entry.shared,
                 });
-            } else if deadline == at && !shared.fired.swap(true, Ordering::Relaxed) {
+            } else if !shared.fired.swap(true, Ordering::Relaxed) {
+                // Due, whichever entry brought it here: a deadline moved a
+                // little later may pass before its stale entry is popped.
                 shared.waker.wake();
             }
         }
@@ -254,5 +257,60 @@ impl<S: Future<Output = ()>> Future for Rearm<S> {
         }
         *queue.driver.borrow_mut() = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> Queue {
+        Queue {
+            epoch: Instant::now(),
+            heap: RefCell::new(BinaryHeap::new()),
+            armed: Cell::new(u64::MAX),
+            rearm: Cell::new(false),
+            driver: RefCell::new(None),
+        }
+    }
+
+    fn shared(deadline: u64) -> Arc<Shared> {
+        Arc::new(Shared {
+            deadline: AtomicU64::new(deadline),
+            fired: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        })
+    }
+
+    #[test]
+    fn a_deadline_moved_later_is_requeued_then_fires() {
+        let queue = queue();
+        let sleep = shared(100);
+        queue.push(100, Arc::downgrade(&sleep));
+        sleep.deadline.store(150, Ordering::Relaxed);
+        assert_eq!(queue.fire_due(120), Some(150));
+        assert!(!sleep.fired.load(Ordering::Relaxed));
+        assert_eq!(queue.fire_due(150), None);
+        assert!(sleep.fired.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_deadline_moved_later_fires_even_when_both_passed_before_the_stale_entry_popped() {
+        let queue = queue();
+        let sleep = shared(100);
+        queue.push(100, Arc::downgrade(&sleep));
+        sleep.deadline.store(101, Ordering::Relaxed);
+        assert_eq!(queue.fire_due(200), None);
+        assert!(sleep.fired.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn dropped_sleeps_are_skipped() {
+        let queue = queue();
+        let sleep = shared(100);
+        queue.push(100, Arc::downgrade(&sleep));
+        drop(sleep);
+        assert_eq!(queue.fire_due(200), None);
+        assert!(queue.heap.borrow().is_empty());
     }
 }

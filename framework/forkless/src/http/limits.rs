@@ -1,0 +1,309 @@
+//! The limits every connection is held to, and the clock that applies the
+//! read-side ones.
+//!
+//! Which deadline applies depends on what the server is waiting for:
+//!
+//! | waiting for | limit | when it passes |
+//! |---|---|---|
+//! | the first request of a new connection | header read timeout, from accept | closed silently |
+//! | the next request on a keep-alive connection | keep-alive timeout, from the end of the last response | closed silently |
+//! | the rest of a request head | header read timeout, from its first byte | `408` and closed |
+//! | request body bytes the handler asked for | body read timeout without progress, or below the minimum rate | the body read fails (`read_body` answers `408`), then closed |
+//! | the client to take response bytes | send timeout without progress | closed |
+//! | the handler | none: it decides | |
+//!
+//! The body rate counts only time the server spent waiting for body bytes
+//! the handler asked for: a body sent at `rate` bytes/s or faster always
+//! passes, one that trickles slower is cut off about `body read timeout`
+//! after it starts, whatever its size.
+//!
+//! The clock reads time only when a read would block, never per request.
+
+use std::time::{Duration, Instant};
+
+use crate::Config;
+
+/// The HTTP limits of a shard, from its [`Config`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) keep_alive_timeout: Duration,
+    pub(crate) max_header_size: usize,
+    pub(crate) max_body_size: usize,
+    pub(crate) body_read_timeout: Duration,
+    pub(crate) body_min_rate: u64,
+    pub(crate) send_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+impl Limits {
+    pub(crate) fn from_config(config: &Config) -> Self {
+        Self {
+            header_read_timeout: config.header_read_timeout,
+            keep_alive_timeout: config.keep_alive_timeout,
+            max_header_size: config.max_header_size,
+            max_body_size: config.max_body_size,
+            body_read_timeout: config.body_read_timeout,
+            body_min_rate: config.body_min_rate,
+            send_timeout: config.send_timeout,
+            max_connections: config.max_connections,
+        }
+    }
+}
+
+/// What a connection is waiting for when a read blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Waiting {
+    /// Nothing of the next request has arrived and no request is open.
+    Idle { served_before: bool },
+    /// Part of a request head has arrived and no earlier request is open.
+    Head,
+    /// Body bytes of the open request.
+    Body,
+    /// The handler or the response: not the client's time.
+    Handler,
+}
+
+/// What to do about a blocked read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Wait, at most until this instant.
+    Until(Instant),
+    /// Wait without a deadline.
+    Forever,
+    /// The connection sat idle too long: close it silently.
+    IdleExpired,
+    /// The head did not arrive in time: answer `408`.
+    HeadExpired,
+    /// The body stalled or fell below the minimum rate.
+    BodyExpired,
+}
+
+/// The read-side timing of one connection; see the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct ReadClock {
+    /// When the connection last started waiting for a request.
+    quiet_since: Option<Instant>,
+    /// When the first byte of the current partial head arrived.
+    head_started: Option<Instant>,
+    body: BodyClock,
+}
+
+#[derive(Debug, Default)]
+struct BodyClock {
+    received: u64,
+    /// Time spent waiting for body bytes before the current wait.
+    waited: Duration,
+    /// When the current wait began (a read blocked and was not retried yet).
+    waiting_since: Option<Instant>,
+    /// When the body last made no progress.
+    stalled_since: Option<Instant>,
+}
+
+impl ReadClock {
+    /// A read is about to be tried: closes the current wait, if any.
+    pub(crate) fn on_retry(&mut self) {
+        if let Some(since) = self.body.waiting_since.take() {
+            self.body.waited += since.elapsed();
+        }
+    }
+
+    /// Bytes of a partial head arrived.
+    pub(crate) fn on_head_bytes(&mut self) {
+        if self.head_started.is_none() {
+            self.head_started = Some(Instant::now());
+        }
+    }
+
+    /// A complete head passed: a new request (and maybe its body) begins.
+    pub(crate) fn on_head(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Body bytes arrived.
+    pub(crate) fn on_body_bytes(&mut self, n: usize) {
+        self.body.received += n as u64;
+        self.body.stalled_since = None;
+    }
+
+    /// A read blocked while `waiting`; decides whether to keep waiting.
+    pub(crate) fn on_block(&mut self, waiting: Waiting, limits: &Limits, now: Instant) -> Verdict {
+        match waiting {
+            Waiting::Idle { served_before } => {
+                let quiet = *self.quiet_since.get_or_insert(now);
+                let limit = if served_before {
+                    limits.keep_alive_timeout
+                } else {
+                    limits.header_read_timeout
+                };
+                expire_at(quiet + limit, now, Verdict::IdleExpired)
+            }
+            Waiting::Head => {
+                let quiet = *self.quiet_since.get_or_insert(now);
+                let started = self.head_started.unwrap_or(now).max(quiet);
+                expire_at(
+                    started + limits.header_read_timeout,
+                    now,
+                    Verdict::HeadExpired,
+                )
+            }
+            Waiting::Body => {
+                let body = &mut self.body;
+                body.waiting_since = Some(now);
+                let stalled = *body.stalled_since.get_or_insert(now);
+                let mut deadline = stalled + limits.body_read_timeout;
+                if limits.body_min_rate > 0 {
+                    // Each byte buys 1/rate s of waiting beyond the grace.
+                    let earned =
+                        Duration::from_secs_f64(body.received as f64 / limits.body_min_rate as f64);
+                    let allowance = (limits.body_read_timeout + earned).saturating_sub(body.waited);
+                    deadline = deadline.min(now + allowance);
+                }
+                expire_at(deadline, now, Verdict::BodyExpired)
+            }
+            Waiting::Handler => {
+                self.quiet_since = None;
+                Verdict::Forever
+            }
+        }
+    }
+}
+
+fn expire_at(deadline: Instant, now: Instant, expired: Verdict) -> Verdict {
+    if now >= deadline {
+        expired
+    } else {
+        Verdict::Until(deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::from_config(
+            &Config::default()
+                .header_read_timeout(Duration::from_secs(2))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .body_read_timeout(Duration::from_secs(1))
+                .body_min_rate(100),
+        )
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn a_new_connection_gets_the_header_timeout_and_a_kept_one_the_keep_alive_timeout() {
+        let (l, t0) = (limits(), Instant::now());
+        let mut clock = ReadClock::default();
+        let fresh = Waiting::Idle {
+            served_before: false,
+        };
+        assert_eq!(
+            clock.on_block(fresh, &l, t0),
+            Verdict::Until(t0 + secs(2.0))
+        );
+        assert_eq!(
+            clock.on_block(fresh, &l, t0 + secs(2.0)),
+            Verdict::IdleExpired
+        );
+
+        let mut clock = ReadClock::default();
+        let kept = Waiting::Idle {
+            served_before: true,
+        };
+        assert_eq!(clock.on_block(kept, &l, t0), Verdict::Until(t0 + secs(5.0)));
+        // Later blocks keep the first deadline.
+        assert_eq!(
+            clock.on_block(kept, &l, t0 + secs(1.0)),
+            Verdict::Until(t0 + secs(5.0))
+        );
+    }
+
+    #[test]
+    fn a_partial_head_has_the_header_timeout_from_its_first_byte() {
+        let (l, t0) = (limits(), Instant::now());
+        let mut clock = ReadClock::default();
+        let kept = Waiting::Idle {
+            served_before: true,
+        };
+        clock.on_block(kept, &l, t0);
+        clock.head_started = Some(t0 + secs(3.0));
+        assert_eq!(
+            clock.on_block(Waiting::Head, &l, t0 + secs(3.5)),
+            Verdict::Until(t0 + secs(5.0))
+        );
+        assert_eq!(
+            clock.on_block(Waiting::Head, &l, t0 + secs(5.0)),
+            Verdict::HeadExpired
+        );
+    }
+
+    #[test]
+    fn handler_time_restarts_the_quiet_period() {
+        let (l, t0) = (limits(), Instant::now());
+        let mut clock = ReadClock::default();
+        clock.on_block(Waiting::Head, &l, t0);
+        assert_eq!(
+            clock.on_block(Waiting::Handler, &l, t0 + secs(10.0)),
+            Verdict::Forever
+        );
+        assert_eq!(
+            clock.on_block(Waiting::Head, &l, t0 + secs(10.0)),
+            Verdict::Until(t0 + secs(12.0))
+        );
+    }
+
+    #[test]
+    fn a_stalled_body_expires_after_the_body_timeout() {
+        let (l, t0) = (limits(), Instant::now());
+        let mut clock = ReadClock::default();
+        clock.on_head();
+        assert_eq!(
+            clock.on_block(Waiting::Body, &l, t0),
+            Verdict::Until(t0 + secs(1.0))
+        );
+        clock.body.waiting_since = None;
+        clock.body.waited = secs(1.0);
+        assert_eq!(
+            clock.on_block(Waiting::Body, &l, t0 + secs(1.0)),
+            Verdict::BodyExpired
+        );
+    }
+
+    #[test]
+    fn a_body_at_the_minimum_rate_earns_its_waiting_time() {
+        let (l, t0) = (limits(), Instant::now());
+        let mut clock = ReadClock::default();
+        // 500 bytes received after 4 s of waiting: 1 s grace + 5 s earned.
+        clock.on_body_bytes(500);
+        clock.body.waited = secs(4.0);
+        assert_eq!(
+            clock.on_block(Waiting::Body, &l, t0),
+            Verdict::Until(t0 + secs(1.0))
+        );
+        // Too slow: 50 bytes after 2 s leaves nothing.
+        let mut slow = ReadClock::default();
+        slow.on_body_bytes(50);
+        slow.body.waited = secs(2.0);
+        assert_eq!(slow.on_block(Waiting::Body, &l, t0), Verdict::BodyExpired);
+    }
+
+    #[test]
+    fn a_zero_rate_leaves_only_the_stall_timeout() {
+        let l = Limits {
+            body_min_rate: 0,
+            ..limits()
+        };
+        let t0 = Instant::now();
+        let mut clock = ReadClock::default();
+        clock.body.waited = secs(100.0);
+        assert_eq!(
+            clock.on_block(Waiting::Body, &l, t0),
+            Verdict::Until(t0 + secs(1.0))
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! hyper's view of the app's handler on one connection.
+//!
+//! Every response leaves through here, so every response carries `x-shard`:
+//! the handler's (a panic becomes `500` with `Connection: close`) and the
+//! framework's own refusals of requests the framing gate stopped (`400`,
+//! `408`, `431`, answered without calling the handler, then closed). Each
+//! response body is [`Tracked`], so the connection knows when hyper finished
+//! it.
+
+use std::convert::Infallible;
+use std::future::{Future, ready};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use http::header::{CONNECTION, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::requests::{Requests, Tracked};
+use super::{Body, Handler, IntoResponse, Request};
+use crate::shard::ShardCounters;
+
+pub(crate) static X_SHARD: HeaderName = HeaderName::from_static("x-shard");
+
+/// What every connection of a shard shares with its service.
+pub(crate) struct App<H> {
+    pub(crate) handler: H,
+    pub(crate) shard_header: HeaderValue,
+    pub(crate) counters: Arc<ShardCounters>,
+}
+
+/// The service of one connection.
+pub(crate) struct ShardService<H> {
+    app: Rc<App<H>>,
+    requests: Rc<Requests>,
+}
+
+impl<H> ShardService<H> {
+    pub(crate) fn new(app: Rc<App<H>>, requests: Rc<Requests>) -> Self {
+        Self { app, requests }
+    }
+}
+
+type Answer = Result<Response<Tracked>, Infallible>;
+
+impl<H: Handler> hyper::service::Service<Request> for ShardService<H> {
+    type Response = Response<Tracked>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Answer>>>;
+
+    fn call(&self, request: Request) -> Self::Future {
+        let app = self.app.clone();
+        let requests = self.requests.clone();
+        if let Some(rejection) = requests.call() {
+            requests.linger();
+            let response = closing(rejection.status(), rejection.message());
+            return Box::pin(ready(Ok(finish(&app, &requests, response))));
+        }
+        Box::pin(async move {
+            let answered = AssertUnwindSafe(async { app.handler.call(request).await })
+                .catch_unwind()
+                .await;
+            let response = match answered {
+                Ok(output) => output.into_response(),
+                Err(_) => {
+                    app.counters.handler_panic();
+                    tracing::error!("handler panicked; answered 500 and closing the connection");
+                    closing(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+                }
+            };
+            if asks_to_close(&response)
+                && (response.status().is_client_error() || response.status().is_server_error())
+            {
+                // The request's body may be unread: let the client read the answer.
+                requests.linger();
+            }
+            Ok(finish(&app, &requests, response))
+        })
+    }
+}
+
+/// Counts, stamps `x-shard` and tracks a response on its way to hyper.
+fn finish<H>(
+    app: &App<H>,
+    requests: &Rc<Requests>,
+    mut response: Response<Body>,
+) -> Response<Tracked> {
+    app.counters.request();
+    response
+        .headers_mut()
+        .insert(X_SHARD.clone(), app.shard_header.clone());
+    response.map(|body| Tracked::new(body, requests.clone()))
+}
+
+/// A text response that closes the connection.
+pub(crate) fn closing(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = (status, text).into_response();
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+fn asks_to_close(response: &Response<Body>) -> bool {
+    response.headers().get_all(CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_responses_say_so() {
+        let response = closing(StatusCode::PAYLOAD_TOO_LARGE, "too large\n");
+        assert_eq!(response.status(), 413);
+        assert!(asks_to_close(&response));
+        assert!(!asks_to_close(&"ok".into_response()));
+        let mut listed = "x".into_response();
+        listed
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("upgrade, Close"));
+        assert!(asks_to_close(&listed));
+    }
+}
