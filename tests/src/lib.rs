@@ -143,6 +143,14 @@ impl Server {
         read_response(&mut BufReader::new(stream)).expect("a response")
     }
 
+    /// `method path` with `body` (sent with a `Content-Length`, even when
+    /// empty) on a fresh connection, so on whichever shard the kernel picks.
+    pub fn fetch(&self, method: &str, path: &str, body: &[u8]) -> BinaryResponse {
+        let mut stream = self.connect();
+        send(&mut stream, &request_with_body(method, path, &[], body));
+        read_binary_response(&mut BufReader::new(stream)).expect("a response")
+    }
+
     /// Opens fresh connections until one lands on `shard` (at most 2,000 tries).
     pub fn connect_to_shard(&self, shard: &str) -> Option<(BufReader<TcpStream>, Response)> {
         for _ in 0..2000 {
@@ -233,9 +241,56 @@ impl Response {
     }
 }
 
+/// One parsed response whose body may be any bytes.
+#[derive(Debug, Clone)]
+pub struct BinaryResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl BinaryResponse {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The bytes of an HTTP/1.1 request with a `Host` header, `headers`, a
+/// `Content-Length` header and `body`.
+pub fn request_with_body(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let length = body.len().to_string();
+    let mut all = headers.to_vec();
+    all.push(("Content-Length", &length));
+    let mut bytes = request(method, path, &all);
+    bytes.extend_from_slice(body);
+    bytes
+}
+
 /// Reads one response (Content-Length framed, or an empty body); `None`
 /// when the connection closed before a status line.
 pub fn read_response(reader: &mut BufReader<TcpStream>) -> Option<Response> {
+    let response = read_binary_response(reader)?;
+    Some(Response {
+        status: response.status,
+        headers: response.headers,
+        body: String::from_utf8(response.body).expect("utf-8 body"),
+    })
+}
+
+/// Reads one response like [`read_response`], keeping the body as bytes.
+pub fn read_binary_response(reader: &mut BufReader<TcpStream>) -> Option<BinaryResponse> {
     let mut status_line = String::new();
     if reader.read_line(&mut status_line).ok()? == 0 {
         return None;
@@ -264,10 +319,10 @@ pub fn read_response(reader: &mut BufReader<TcpStream>) -> Option<Response> {
         });
     let mut body = vec![0; length];
     reader.read_exact(&mut body).expect("read the body");
-    Some(Response {
+    Some(BinaryResponse {
         status,
         headers,
-        body: String::from_utf8(body).expect("utf-8 body"),
+        body,
     })
 }
 
