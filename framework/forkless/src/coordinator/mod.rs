@@ -18,6 +18,7 @@ mod handle;
 pub(crate) mod lifecycle;
 mod policy;
 mod signals;
+mod systemd;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -114,7 +115,20 @@ where
         );
     }
 
-    let (first, addrs) = prebind(&config.listen)?;
+    let inherited =
+        systemd::listen_fds().map_err(|e| Error::io("cannot use the inherited listeners", e))?;
+    let (first, sources) = if inherited.is_empty() {
+        prebind(&config.listen)?
+    } else {
+        tracing::info!(
+            sockets = inherited.len(),
+            "using inherited listening sockets (LISTEN_FDS) instead of --listen"
+        );
+        adopt(inherited)?
+    };
+    let addrs: Vec<SocketAddr> = sources.iter().map(ListenSource::addr).collect();
+    let notifier = systemd::Notifier::from_env();
+    let watchdog = notifier.as_ref().and(systemd::watchdog_interval());
     let (events_tx, events) = flume::unbounded();
     let signals = signals::Listener::start(events_tx.clone())
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
@@ -136,6 +150,9 @@ where
         subscribers,
         events_tx,
         addrs,
+        sources,
+        notifier,
+        watchdog: watchdog.map(|every| (every, Instant::now() + every)),
         shards: placement.into_iter().map(ShardState::new).collect(),
         started,
         announced: false,
@@ -212,6 +229,11 @@ struct Supervisor<F> {
     subscribers: Arc<Subscribers>,
     events_tx: flume::Sender<Event>,
     addrs: Vec<SocketAddr>,
+    /// How each shard gets its listener for each address.
+    sources: Vec<ListenSource>,
+    notifier: Option<systemd::Notifier>,
+    /// `WATCHDOG=1` interval and the next ping.
+    watchdog: Option<(std::time::Duration, Instant)>,
     shards: Vec<ShardState>,
     started: Instant,
     announced: bool,
@@ -228,15 +250,14 @@ where
     /// Starts (or restarts) shard `id`; `listen` carries shard 0's prebound
     /// sockets at first start, otherwise each shard binds its own.
     fn spawn(&mut self, id: ShardId, listen: Option<Vec<ListenSpec>>) -> Result<(), Error> {
-        let listen = listen.unwrap_or_else(|| {
-            self.addrs
+        let listen = match listen {
+            Some(listen) => listen,
+            None => self
+                .sources
                 .iter()
-                .map(|&addr| ListenSpec {
-                    addr,
-                    prebound: None,
-                })
-                .collect()
-        });
+                .map(ListenSource::spec)
+                .collect::<Result<_, _>>()?,
+        };
         let Some(state) = self.shards.get_mut(id.get()) else {
             return Err(Error::config(format!("no shard {id}")));
         };
@@ -295,6 +316,7 @@ where
                 .iter()
                 .filter_map(|s| s.restart_at)
                 .chain(self.stop_deadline)
+                .chain(self.watchdog.map(|(_, next)| next))
                 .min();
             let event = match wake_at {
                 Some(at) => match events.recv_deadline(at) {
@@ -315,6 +337,13 @@ where
                 self.announced = true;
                 if self.shards.iter().any(|s| s.listening) {
                     announce(&self.addrs, self.shards.len(), self.started);
+                }
+                if let Some(notifier) = &self.notifier {
+                    notifier.notify(&format!(
+                        "READY=1\nSTATUS=serving on {} shards\nMAINPID={}",
+                        self.shards.len(),
+                        std::process::id()
+                    ));
                 }
             }
         }
@@ -415,9 +444,15 @@ where
         }
     }
 
-    /// A restart came due, or the shutdown deadline passed.
+    /// A restart came due, the watchdog is due, or the shutdown deadline passed.
     fn on_timer(&mut self) -> Result<(), Error> {
         let now = Instant::now();
+        if let Some((every, next)) = self.watchdog
+            && now >= next
+        {
+            self.watchdog = Some((every, now + every));
+            self.ping_watchdog(now, every);
+        }
         if let Some(deadline) = self.stop_deadline
             && now >= deadline
         {
@@ -446,7 +481,31 @@ where
         Ok(())
     }
 
+    /// `WATCHDOG=1`, but only while every running shard's loop is alive: a
+    /// shard stuck in one task poll for a whole interval withholds it, so
+    /// systemd restarts the process.
+    fn ping_watchdog(&self, now: Instant, every: std::time::Duration) {
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        let stuck = self.shards.iter().enumerate().find_map(|(i, s)| {
+            let busy = s.counters.busy_for(now)?;
+            (s.running && busy >= every).then_some((i, busy))
+        });
+        match stuck {
+            None => notifier.notify("WATCHDOG=1"),
+            Some((shard, busy)) => tracing::error!(
+                shard,
+                ?busy,
+                "shard stuck in one task; withholding the systemd watchdog ping"
+            ),
+        }
+    }
+
     fn begin_stop(&mut self) {
+        if let Some(notifier) = &self.notifier {
+            notifier.notify("STOPPING=1");
+        }
         self.stop_deadline = Some(Instant::now() + self.config.shutdown_timeout);
         for index in 0..self.shards.len() {
             let state = &mut self.shards[index];
@@ -478,24 +537,89 @@ fn announce(addrs: &[SocketAddr], shards: usize, started: Instant) {
     );
 }
 
+/// Where the shards' listeners for one address come from.
+#[derive(Debug)]
+enum ListenSource {
+    /// Each shard binds its own SO_REUSEPORT socket on this address.
+    Bind(SocketAddr),
+    /// Every shard shares one inherited socket without SO_REUSEPORT (one
+    /// accept queue); each gets its own descriptor of it.
+    Shared(TcpListener, SocketAddr),
+}
+
+impl ListenSource {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            ListenSource::Bind(addr) | ListenSource::Shared(_, addr) => *addr,
+        }
+    }
+
+    /// What one (re)started shard gets.
+    fn spec(&self) -> Result<ListenSpec, Error> {
+        Ok(match self {
+            ListenSource::Bind(addr) => ListenSpec {
+                addr: *addr,
+                prebound: None,
+            },
+            ListenSource::Shared(listener, addr) => ListenSpec {
+                addr: *addr,
+                prebound: Some(
+                    listener
+                        .try_clone()
+                        .map_err(|e| Error::io("cannot share an inherited listener", e))?,
+                ),
+            },
+        })
+    }
+}
+
 /// Binds the first socket of every address (resolving port 0 once) and
-/// returns them for shard 0 with the addresses every other shard binds.
-fn prebind(addrs: &[SocketAddr]) -> Result<(Vec<ListenSpec>, Vec<SocketAddr>), Error> {
+/// returns them for shard 0, with where every other shard's come from.
+fn prebind(addrs: &[SocketAddr]) -> Result<(Vec<ListenSpec>, Vec<ListenSource>), Error> {
     let mut specs = Vec::with_capacity(addrs.len());
-    let mut resolved = Vec::with_capacity(addrs.len());
+    let mut sources = Vec::with_capacity(addrs.len());
     for &addr in addrs {
         let listener = shard::listener::bind(addr)
             .map_err(|source| Error::new(ErrorKind::Bind { addr, source }))?;
         let local = listener
             .local_addr()
             .map_err(|e| Error::io("cannot read a listener's address", e))?;
-        resolved.push(local);
+        sources.push(ListenSource::Bind(local));
         specs.push(ListenSpec {
             addr: local,
             prebound: Some(listener),
         });
     }
-    Ok((specs, resolved))
+    Ok((specs, sources))
+}
+
+/// Takes over inherited listening sockets: shard 0 gets each one; the
+/// others bind their own when it has SO_REUSEPORT, else share it.
+fn adopt(inherited: Vec<TcpListener>) -> Result<(Vec<ListenSpec>, Vec<ListenSource>), Error> {
+    let mut specs = Vec::with_capacity(inherited.len());
+    let mut sources = Vec::with_capacity(inherited.len());
+    for listener in inherited {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("cannot read an inherited listener's address", e))?;
+        let reuse_port = socket2::SockRef::from(&listener)
+            .reuse_port()
+            .unwrap_or(false);
+        let source = if reuse_port {
+            ListenSource::Bind(addr)
+        } else {
+            let shared = listener
+                .try_clone()
+                .map_err(|e| Error::io("cannot share an inherited listener", e))?;
+            ListenSource::Shared(shared, addr)
+        };
+        sources.push(source);
+        specs.push(ListenSpec {
+            addr,
+            prebound: Some(listener),
+        });
+    }
+    Ok((specs, sources))
 }
 
 fn preflight_error(error: shard::preflight::PreflightError) -> Error {

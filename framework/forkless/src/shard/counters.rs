@@ -4,7 +4,15 @@
 //! write is a plain store on the owning core and the coordinator (or a
 //! metrics scrape) reads them without asking the shard.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Origin of the `polling_since` timestamps, shared by every shard.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
 
 /// Counters of one shard; see the module docs.
 #[derive(Debug, Default)]
@@ -15,6 +23,9 @@ pub struct ShardCounters {
     connections_open: AtomicU64,
     connections_accepted: AtomicU64,
     stalls: AtomicU64,
+    /// Nanoseconds after `epoch()` (plus one) at which the running task poll
+    /// started; zero between polls.
+    polling_since: AtomicU64,
 }
 
 /// A point-in-time copy of a shard's counters.
@@ -56,6 +67,24 @@ impl ShardCounters {
         let open = self.connections_open.load(Ordering::Relaxed);
         self.connections_open
             .store(open.saturating_sub(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn poll_started(&self, at: Instant) {
+        let nanos = at.saturating_duration_since(epoch()).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1;
+        self.polling_since.store(nanos, Ordering::Relaxed);
+    }
+
+    pub(crate) fn poll_ended(&self) {
+        self.polling_since.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the task running on this shard has been in one poll, if
+    /// one is running: a shard whose loop is alive never stays long.
+    pub fn busy_for(&self, now: Instant) -> Option<Duration> {
+        let since = self.polling_since.load(Ordering::Relaxed).checked_sub(1)?;
+        let started = epoch() + Duration::from_nanos(since);
+        Some(now.saturating_duration_since(started))
     }
 
     pub(crate) fn stall(&self) {

@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 use super::ShardCounters;
 
 thread_local! {
-    static WATCH: RefCell<Option<(Arc<ShardCounters>, Duration)>> = const { RefCell::new(None) };
+    static WATCH: RefCell<Option<(Arc<ShardCounters>, Option<Duration>)>> = const { RefCell::new(None) };
 }
 
-/// Starts watching this thread's polls; `None` turns the detector off.
+/// Starts watching this thread's polls; a `None` threshold turns the
+/// reports off (the counters still say whether a poll is running, for the
+/// systemd watchdog).
 pub(crate) fn start(counters: Arc<ShardCounters>, threshold: Option<Duration>) {
-    WATCH.with(|watch| *watch.borrow_mut() = threshold.map(|t| (counters, t)));
+    WATCH.with(|watch| *watch.borrow_mut() = Some((counters, threshold)));
 }
 
 pin_project_lite::pin_project! {
@@ -45,10 +47,20 @@ impl<F: Future> Future for Watched<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let started = Instant::now();
+        WATCH.with(|watch| {
+            if let Some((counters, _)) = &*watch.borrow() {
+                counters.poll_started(started);
+            }
+        });
         let output = self.project().inner.poll(cx);
         let took = started.elapsed();
         WATCH.with(|watch| {
-            if let Some((counters, threshold)) = &*watch.borrow()
+            let watch = watch.borrow();
+            let Some((counters, threshold)) = &*watch else {
+                return;
+            };
+            counters.poll_ended();
+            if let Some(threshold) = threshold
                 && took > *threshold
             {
                 counters.stall();

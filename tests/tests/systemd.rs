@@ -1,0 +1,134 @@
+//! systemd integration end to end: the notify protocol against a real
+//! `AF_UNIX` datagram socket, and socket activation with an inherited
+//! listener.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use forkless_tests::{Server, app_binary};
+
+/// Receives notify datagrams until `until` is seen or 10 s pass.
+fn collect_until(socket: &UnixDatagram, until: &str, seen: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        match socket.recv(&mut buffer) {
+            Ok(n) => {
+                let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                let done = message.lines().any(|line| line == until);
+                seen.push(message);
+                if done {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("notify socket: {e}"),
+        }
+    }
+    panic!("no {until:?} within 10 s; got {seen:?}");
+}
+
+#[test]
+fn ready_watchdog_and_stopping_arrive_in_order() {
+    let dir = std::env::temp_dir().join(format!("forkless-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+
+    let mut command = Command::new(app_binary("hello"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "200000");
+    let mut server = Server::start_command(command);
+
+    let mut seen = Vec::new();
+    collect_until(&socket, "READY=1", &mut seen);
+    assert_eq!(server.get("/").status, 200);
+    // Two watchdog pings (every 100 ms) after READY.
+    let before = seen.len();
+    collect_until(&socket, "WATCHDOG=1", &mut seen);
+    collect_until(&socket, "WATCHDOG=1", &mut seen);
+    assert!(seen.len() >= before + 2);
+
+    server.signal(libc::SIGTERM);
+    collect_until(&socket, "STOPPING=1", &mut seen);
+    let status = server.wait_exit(Duration::from_secs(5)).expect("exited");
+    assert_eq!(status.code(), Some(0));
+
+    let position = |wanted: &str| {
+        seen.iter()
+            .position(|m| m.lines().any(|line| line == wanted))
+            .unwrap_or_else(|| panic!("no {wanted} in {seen:?}"))
+    };
+    assert!(position("READY=1") < position("WATCHDOG=1"));
+    assert!(position("WATCHDOG=1") < position("STOPPING=1"));
+    assert!(seen[position("READY=1")].contains(&format!("MAINPID={}", server.pid())));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_inherited_listener_is_served_instead_of_binding() {
+    for reuse_port in [false, true] {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a socket");
+        socket.set_reuse_port(reuse_port).expect("SO_REUSEPORT");
+        let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        socket.bind(&addr.into()).expect("bind");
+        socket.listen(128).expect("listen");
+        let listener = std::net::TcpListener::from(socket);
+        let addr = listener.local_addr().expect("local address");
+        let fd = listener.as_raw_fd();
+
+        // The shell's pid is the app's pid after `exec`, as LISTEN_PID wants.
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+            .arg(app_binary("hello"))
+            .args(["--shards", "2"]);
+        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork
+        // and exec. Descriptor 3 must survive exec: dup2 onto it clears
+        // close-on-exec, and when the listener already is 3, clear it here.
+        unsafe {
+            command.pre_exec(move || {
+                let ok = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0) >= 0
+                } else {
+                    libc::dup2(fd, 3) >= 0
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let server = Server::start_command(command);
+        assert_eq!(
+            server.addr, addr,
+            "served on the inherited socket's address"
+        );
+        drop(listener);
+        let mut shards = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let response = server.get("/");
+            assert_eq!(response.status, 200);
+            shards.insert(response.header("x-shard").map(str::to_owned));
+        }
+        assert_eq!(
+            shards.len(),
+            2,
+            "both shards serve (reuse_port = {reuse_port})"
+        );
+        assert!(server.output().contains("LISTEN_FDS"));
+    }
+}
