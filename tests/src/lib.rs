@@ -151,6 +151,27 @@ impl Server {
         read_binary_response(&mut BufReader::new(stream)).expect("a response")
     }
 
+    /// The body of `GET path` from every shard, by `x-shard`, opening
+    /// fresh connections until each of the `shards` answered (at most 2,000).
+    pub fn per_shard(
+        &self,
+        path: &str,
+        shards: usize,
+    ) -> std::collections::HashMap<String, String> {
+        let mut answers = std::collections::HashMap::new();
+        for _ in 0..2000 {
+            if answers.len() == shards {
+                break;
+            }
+            let response = self.get(path);
+            assert_eq!(response.status, 200, "GET {path}");
+            let shard = response.header("x-shard").expect("x-shard").to_owned();
+            answers.insert(shard, response.body);
+        }
+        assert_eq!(answers.len(), shards, "not every shard answered");
+        answers
+    }
+
     /// Opens fresh connections until one lands on `shard` (at most 2,000 tries).
     pub fn connect_to_shard(&self, shard: &str) -> Option<(BufReader<TcpStream>, Response)> {
         for _ in 0..2000 {

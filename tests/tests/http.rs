@@ -1,7 +1,6 @@
 //! HTTP behaviour of any forkless app, through the test app: ordering,
 //! pipelining, panic isolation, bad input and slow clients.
 
-use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -49,27 +48,11 @@ fn a_hundred_pipelined_requests_in_one_write_come_back_in_order() {
     }
 }
 
-/// Every shard's `/boot` token, found by opening connections until each shard answered.
-fn boot_tokens(server: &Server, shards: usize) -> HashMap<String, String> {
-    let mut tokens = HashMap::new();
-    for _ in 0..2000 {
-        if tokens.len() == shards {
-            break;
-        }
-        let response = server.get("/boot");
-        assert_eq!(response.status, 200);
-        let shard = response.header("x-shard").expect("x-shard").to_owned();
-        tokens.insert(shard, response.body);
-    }
-    assert_eq!(tokens.len(), shards, "not every shard answered");
-    tokens
-}
-
 #[test]
 fn a_panicking_handler_gets_a_500_and_every_shard_keeps_serving() {
     for shards in SHARD_COUNTS {
         let server = testapp(shards, &[]);
-        let before = boot_tokens(&server, shards);
+        let before = server.per_shard("/boot", shards);
 
         // A keep-alive connection on the shard that will see the panic.
         let (mut bystander, first) = server.connect_to_shard("0").expect("reach shard 0");
@@ -90,7 +73,7 @@ fn a_panicking_handler_gets_a_500_and_every_shard_keeps_serving() {
         assert_eq!(panics.body, "1\n", "the panic was counted once");
 
         // Every shard still serves, and none was restarted.
-        let after = boot_tokens(&server, shards);
+        let after = server.per_shard("/boot", shards);
         assert_eq!(before, after, "a shard restarted");
     }
 }

@@ -1,7 +1,6 @@
 //! Supervision and graceful shutdown end to end: restarts of a dead shard,
 //! crash loops, draining in-flight requests on SIGTERM, the deadline.
 
-use std::collections::HashMap;
 use std::io::BufReader;
 use std::net::TcpStream;
 use std::path::Path;
@@ -17,22 +16,6 @@ fn supervised(shards: usize, extra: &[&str]) -> Server {
     let mut args = vec!["--shards", shards.as_str()];
     args.extend_from_slice(extra);
     Server::start(Path::new(BINARY), &args)
-}
-
-/// Every shard's `/boot` token (at most 2,000 connections to find them all).
-fn boot_tokens(server: &Server, shards: usize) -> HashMap<String, String> {
-    let mut tokens = HashMap::new();
-    for _ in 0..2000 {
-        if tokens.len() == shards {
-            break;
-        }
-        let response = server.get("/boot");
-        assert_eq!(response.status, 200);
-        let shard = response.header("x-shard").expect("x-shard").to_owned();
-        tokens.insert(shard, response.body);
-    }
-    assert_eq!(tokens.len(), shards, "not every shard answered");
-    tokens
 }
 
 /// Waits (at most 10 s) until the output contains `text`.
@@ -52,7 +35,7 @@ fn wait_for_output(server: &Server, text: &str) -> String {
 fn a_shard_killed_by_a_background_panic_is_restarted_and_rejoins_the_port() {
     for shards in [2, 4] {
         let server = supervised(shards, &[]);
-        let before = boot_tokens(&server, shards);
+        let before = server.per_shard("/boot", shards);
         let (mut stream, _) = server.connect_to_shard("1").expect("reach shard 1");
         send(stream.get_mut(), &request("GET", "/crash", &[]));
         assert_eq!(read_response(&mut stream).expect("answered").status, 200);
@@ -66,7 +49,7 @@ fn a_shard_killed_by_a_background_panic_is_restarted_and_rejoins_the_port() {
         for _ in 0..200 {
             assert_eq!(server.get("/").status, 200);
         }
-        let after = boot_tokens(&server, shards);
+        let after = server.per_shard("/boot", shards);
         for (shard, token) in &before {
             if shard == "1" {
                 assert_ne!(after[shard], *token, "shard 1 was not restarted");
