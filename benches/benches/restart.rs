@@ -17,7 +17,10 @@ const RESTARTS: usize = 20;
 fn main() {
     println!("| policy | restarts | death -> listening, median | p90 | max |");
     println!("|---|---:|---:|---:|---:|");
-    for (name, backoff) in [("no backoff", Duration::ZERO), ("default backoff", Duration::from_millis(10))] {
+    for (name, backoff) in [
+        ("no backoff", Duration::ZERO),
+        ("default backoff", Duration::from_millis(10)),
+    ] {
         let mut samples = measure(backoff);
         samples.sort();
         let pick = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
@@ -97,5 +100,7 @@ fn measure(backoff: Duration) -> Vec<Duration> {
     if let Err(error) = outcome {
         eprintln!("runtime: {error}");
     }
-    result_rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
+    result_rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_default()
 }

@@ -14,6 +14,26 @@ use forkless_tests::{read_response, request, send};
 
 const RUNS: usize = 15;
 
+/// How long each run watches the idle process's CPU time.
+const IDLE_WINDOW: Duration = Duration::from_millis(300);
+
+/// User + system CPU time of `pid` in clock ticks (1/100 s), from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: i32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
 fn main() {
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet", "-p", "hello"])
@@ -22,27 +42,33 @@ fn main() {
     assert!(status.success(), "building hello failed");
     let hello = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/hello");
 
-    println!("| shards | exec -> first answer (median of {RUNS}) | idle RSS |");
-    println!("|---:|---:|---:|");
+    println!(
+        "| shards | exec -> first answer (median of {RUNS}) | idle RSS | idle CPU ({RUNS} x {} ms) |",
+        IDLE_WINDOW.as_millis()
+    );
+    println!("|---:|---:|---:|---:|");
     for shards in [1usize, 2, 4] {
         let mut times = Vec::with_capacity(RUNS);
         let mut rss = Vec::with_capacity(RUNS);
+        let mut idle_ticks = 0;
         for _ in 0..RUNS {
-            let (elapsed, kib) = start_once(&hello, shards);
+            let (elapsed, kib, idle) = start_once(&hello, shards);
             times.push(elapsed);
             rss.push(kib);
+            idle_ticks += idle;
         }
         rss.sort_unstable();
         println!(
-            "| {shards} | {:.1} ms | {:.1} MiB |",
+            "| {shards} | {:.1} ms | {:.1} MiB | {} ms |",
             median(&mut times).as_secs_f64() * 1e3,
-            rss[rss.len() / 2] as f64 / 1024.0
+            rss[rss.len() / 2] as f64 / 1024.0,
+            idle_ticks * 10
         );
     }
 }
 
 /// Execs hello on a free port and polls it with requests until one is answered.
-fn start_once(hello: &std::path::Path, shards: usize) -> (Duration, u64) {
+fn start_once(hello: &std::path::Path, shards: usize) -> (Duration, u64, u64) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -75,8 +101,13 @@ fn start_once(hello: &std::path::Path, shards: usize) -> (Duration, u64) {
         std::thread::sleep(Duration::from_micros(200));
     };
     std::thread::sleep(Duration::from_millis(50));
-    let kib = rss_kib(i32::try_from(child.id()).expect("pid fits")).unwrap_or(0);
+    let pid = i32::try_from(child.id()).expect("pid fits");
+    let kib = rss_kib(pid).unwrap_or(0);
+    // Idle: no traffic for a while; a parked shard uses no CPU.
+    let before = cpu_ticks(pid);
+    std::thread::sleep(IDLE_WINDOW);
+    let idle = cpu_ticks(pid).saturating_sub(before);
     let _ = child.kill();
     let _ = child.wait();
-    (answered, kib)
+    (answered, kib, idle)
 }

@@ -1,4 +1,7 @@
-//! Shared helpers of the forkless benchmarks.
+//! Shared helpers of the forkless benchmarks, and the transports the `bus`
+//! bench compares ([`bus`]).
+
+pub mod bus;
 
 use std::time::Duration;
 
