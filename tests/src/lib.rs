@@ -131,6 +131,27 @@ impl Server {
             .clone()
     }
 
+    /// The admin endpoint's address, from the `admin on http://...` line a
+    /// server started with `--admin IP:0` prints (waits at most 5 s for it).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let output = self.output();
+            let found = output
+                .lines()
+                .find_map(|line| line.strip_prefix("admin on http://"))
+                .and_then(|addr| addr.trim().parse().ok());
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `admin on` line in:\n{output}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Opens a connection with bounded reads and writes.
     pub fn connect(&self) -> TcpStream {
         connect(self.addr)
@@ -224,6 +245,13 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
         .set_write_timeout(Some(IO_TIMEOUT))
         .expect("write timeout");
     stream
+}
+
+/// `GET path` at `addr` on a fresh connection (e.g. the admin endpoint).
+pub fn get_at(addr: SocketAddr, path: &str) -> Response {
+    let mut stream = connect(addr);
+    send(&mut stream, &request("GET", path, &[]));
+    read_response(&mut BufReader::new(stream)).expect("a response")
 }
 
 /// The bytes of an HTTP/1.1 request with a `Host` header and `headers`.

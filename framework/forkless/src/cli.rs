@@ -68,6 +68,11 @@ struct Cli {
     /// Do not pin shards to CPUs; let the OS schedule them.
     #[arg(long)]
     no_pin: bool,
+
+    /// Serve /livez, /readyz, /metrics and /status on this address (off the
+    /// shards); port 0 picks one. Off by default.
+    #[arg(long, value_name = "IP:PORT")]
+    admin: Option<SocketAddr>,
 }
 
 /// Parses the process's arguments; `--help`, `--version` and usage errors
@@ -131,6 +136,7 @@ impl Cli {
             .max_connections(self.max_connections as usize)
             .shutdown_timeout(self.shutdown_timeout)
             .pin(!self.no_pin)
+            .admin(self.admin)
     }
 }
 
@@ -163,6 +169,7 @@ mod tests {
         assert_eq!(config.body_min_rate, defaults.body_min_rate);
         assert_eq!(config.send_timeout, defaults.send_timeout);
         assert_eq!(config.max_connections, defaults.max_connections);
+        assert_eq!(config.get_admin(), None);
     }
 
     #[test]
@@ -217,9 +224,15 @@ mod tests {
                 "--header-read-timeout",
                 "500ms",
                 "--no-pin",
+                "--admin",
+                "127.0.0.1:0",
             ],
         )
         .expect("flags parse");
+        assert_eq!(
+            config.get_admin(),
+            Some("127.0.0.1:0".parse().expect("addr"))
+        );
         assert_eq!(config.get_shards(), Shards::Max);
         assert_eq!(config.get_listen().len(), 2);
         assert_eq!(config.log_format, LogFormat::Json);
@@ -232,5 +245,6 @@ mod tests {
         assert!(try_parse(&OPTIONS, ["app", "--shards", "0"]).is_err());
         assert!(try_parse(&OPTIONS, ["app", "--listen", "localhost"]).is_err());
         assert!(try_parse(&OPTIONS, ["app", "--unknown"]).is_err());
+        assert!(try_parse(&OPTIONS, ["app", "--admin", "localhost:9000"]).is_err());
     }
 }

@@ -90,6 +90,7 @@ pub struct Config {
     pub(crate) spin_before_park: Duration,
     pub(crate) restart: crate::RestartPolicy,
     pub(crate) stall_threshold: Option<Duration>,
+    pub(crate) admin: Option<SocketAddr>,
 }
 
 /// The default listen address when neither the app nor the command line gives one.
@@ -137,6 +138,7 @@ impl Default for Config {
             spin_before_park: Duration::ZERO,
             restart: crate::RestartPolicy::default(),
             stall_threshold: Some(Duration::from_millis(25)),
+            admin: None,
         }
     }
 }
@@ -262,6 +264,27 @@ impl Config {
     pub fn stall_threshold(mut self, threshold: Option<Duration>) -> Self {
         self.stall_threshold = threshold;
         self
+    }
+
+    /// Serves the admin endpoint (`/livez`, `/readyz`, `/metrics`,
+    /// `/status`) on `addr`, off the shards, or not at all (`None`, the
+    /// default). Port 0 picks a free port; the process prints
+    /// `admin on http://IP:PORT` once it listens.
+    ///
+    /// ```
+    /// use forkless::Config;
+    ///
+    /// let config = Config::default().admin(Some("127.0.0.1:9090".parse().unwrap()));
+    /// assert_eq!(config.get_admin(), Some("127.0.0.1:9090".parse().unwrap()));
+    /// ```
+    pub fn admin(mut self, addr: Option<SocketAddr>) -> Self {
+        self.admin = addr;
+        self
+    }
+
+    /// The admin endpoint's address, if it is on.
+    pub fn get_admin(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// The configured shard count.

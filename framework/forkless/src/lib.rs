@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 pub mod bus;
 mod cli;
 mod config;

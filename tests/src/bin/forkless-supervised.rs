@@ -8,8 +8,11 @@
 //! down), `/slow/{ms}` (answers after `ms` milliseconds), `/block/{ms}`
 //! (blocks its shard's thread for `ms` milliseconds), `/hang` (never
 //! answers). With `FORKLESS_TEST_CRASH_AT_START=1` every shard panics as
-//! soon as it starts (a crash loop).
+//! soon as it starts (a crash loop). With `FORKLESS_TEST_RESTART_DELAY_MS=N`
+//! a restarted shard waits `N` ms before it listens again (a long, known
+//! restart window).
 
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use forkless::prelude::*;
@@ -18,6 +21,9 @@ use forkless::prelude::*;
 async fn main(shard: Shard) -> Result<(), forkless::Error> {
     if std::env::var_os("FORKLESS_TEST_CRASH_AT_START").is_some() {
         panic!("shard {} fails at start on purpose", shard.id());
+    }
+    if let Some(delay) = restart_delay(shard.id()) {
+        forkless::time::sleep(delay).await;
     }
     let boot = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -59,4 +65,18 @@ async fn main(shard: Shard) -> Result<(), forkless::Error> {
             }
         })
         .await
+}
+
+/// With `FORKLESS_TEST_RESTART_DELAY_MS`, how long a restarted shard waits
+/// before serving; `None` at its first start.
+fn restart_delay(shard: ShardId) -> Option<Duration> {
+    // Statics outlive a shard's thread: they say whether it ran before.
+    static STARTED: Mutex<Vec<ShardId>> = Mutex::new(Vec::new());
+    let ms = std::env::var("FORKLESS_TEST_RESTART_DELAY_MS").ok()?;
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !started.contains(&shard) {
+        started.push(shard);
+        return None;
+    }
+    ms.parse().ok().map(Duration::from_millis)
 }

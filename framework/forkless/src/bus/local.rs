@@ -11,9 +11,10 @@ use std::task::{Context, Poll};
 use futures::channel::oneshot;
 use futures::future::{Either, select};
 
-use super::mesh::{Mesh, Wake};
+use super::mesh::{Mesh, RingLoad, Wake};
 use super::{Envelope, Origin, TrySendError};
 use crate::ShardId;
+use crate::shard::ShardCounters;
 
 struct Outgoing<M, R> {
     producer: rtrb::Producer<Envelope<M, R>>,
@@ -21,11 +22,13 @@ struct Outgoing<M, R> {
     space: Arc<Wake>,
     /// Incarnation of the receiver this ring was made for.
     generation: u64,
+    load: Arc<RingLoad>,
 }
 
 struct Incoming<M, R> {
     consumer: rtrb::Consumer<Envelope<M, R>>,
     space: Arc<Wake>,
+    load: Arc<RingLoad>,
 }
 
 pub(crate) struct LocalEnd<M, R> {
@@ -34,10 +37,12 @@ pub(crate) struct LocalEnd<M, R> {
     out: RefCell<Vec<Option<Outgoing<M, R>>>>,
     inbound: RefCell<Vec<Incoming<M, R>>>,
     cursor: Cell<usize>,
+    /// This shard's counters (messages sent and received).
+    pub(crate) counters: Arc<ShardCounters>,
 }
 
 impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
-    pub(crate) fn new(me: ShardId, mesh: Arc<Mesh<M, R>>) -> Self {
+    pub(crate) fn new(me: ShardId, mesh: Arc<Mesh<M, R>>, counters: Arc<ShardCounters>) -> Self {
         let targets = mesh.slots.len();
         Self {
             me,
@@ -45,6 +50,7 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
             out: RefCell::new((0..targets).map(|_| None).collect()),
             inbound: RefCell::new(Vec::new()),
             cursor: Cell::new(0),
+            counters,
         }
     }
 
@@ -74,16 +80,20 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
             _ => {
                 let (producer, consumer) = rtrb::RingBuffer::new(self.mesh.capacity);
                 let space = Arc::new(Wake::default());
-                slot.adopt(self.me, consumer, space.clone());
+                let load = Arc::new(RingLoad::default());
+                slot.adopt(self.me, consumer, space.clone(), load.clone());
                 entry.insert(Outgoing {
                     producer,
                     space,
                     generation,
+                    load,
                 })
             }
         };
         match outgoing.producer.push(envelope) {
             Ok(()) => {
+                outgoing.load.pushed();
+                self.counters.bus_sent();
                 slot.inbox.notify();
                 Ok(())
             }
@@ -135,8 +145,12 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
         let slot = self.mesh.slots.get(self.me.get())?;
         if slot.has_fresh() {
             let mut inbound = self.inbound.borrow_mut();
-            for (_from, consumer, space) in slot.take_fresh() {
-                inbound.push(Incoming { consumer, space });
+            for (_from, consumer, space, load) in slot.take_fresh() {
+                inbound.push(Incoming {
+                    consumer,
+                    space,
+                    load,
+                });
             }
         }
         let inbound = &mut *self.inbound.borrow_mut();
@@ -146,12 +160,16 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
             let index = (start + step) % count;
             let ring = &mut inbound[index];
             if let Ok(envelope) = ring.consumer.pop() {
+                ring.load.popped();
+                self.counters.bus_received();
                 ring.space.notify();
                 self.cursor.set(index + 1);
                 return Some(envelope);
             }
         }
-        slot.from_coordinator.1.try_recv().ok()
+        let envelope = slot.from_coordinator.1.try_recv().ok()?;
+        self.counters.bus_received();
+        Some(envelope)
     }
 
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Envelope<M, R>> {

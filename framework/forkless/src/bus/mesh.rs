@@ -7,6 +7,11 @@
 //! receiver's slot (`fresh`). A slot's `open` flag says whether its shard is
 //! running; senders check it before every push, so a stopped shard answers
 //! `Closed` even when its tasks were leaked with its thread.
+//!
+//! Each ring also has a [`RingLoad`]: messages pushed (counted by its
+//! sender) and popped (counted by its receiver), each on its own cache line
+//! with a single writer, so the admin endpoint can read a shard's queue
+//! depth from any thread without asking the shard.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -28,7 +33,39 @@ type Channel<M, R> = (
 
 /// A ring handed from its sender to its receiver, with the sender's
 /// "room available" wake.
-pub(crate) type FreshRing<M, R> = (ShardId, rtrb::Consumer<Envelope<M, R>>, Arc<Wake>);
+pub(crate) type FreshRing<M, R> = (
+    ShardId,
+    rtrb::Consumer<Envelope<M, R>>,
+    Arc<Wake>,
+    Arc<RingLoad>,
+);
+
+/// Messages pushed into and popped from one ring; see the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct RingLoad {
+    pushed: CachePadded<AtomicU64>,
+    popped: CachePadded<AtomicU64>,
+}
+
+impl RingLoad {
+    /// The sender pushed one message (the sender's thread only).
+    pub(crate) fn pushed(&self) {
+        let pushed = self.pushed.load(Ordering::Relaxed);
+        self.pushed.store(pushed + 1, Ordering::Relaxed);
+    }
+
+    /// The receiver popped one message (the receiver's thread only).
+    pub(crate) fn popped(&self) {
+        let popped = self.popped.load(Ordering::Relaxed);
+        self.popped.store(popped + 1, Ordering::Relaxed);
+    }
+
+    /// Messages waiting in the ring, as far as any thread can tell.
+    fn queued(&self) -> u64 {
+        let popped = self.popped.load(Ordering::Relaxed);
+        self.pushed.load(Ordering::Relaxed).saturating_sub(popped)
+    }
+}
 
 /// Wakes one side of a ring: the receiver when it parked on an empty inbox,
 /// or a sender that parked on a full ring.
@@ -76,6 +113,8 @@ pub(crate) struct Slot<M, R> {
     /// Rings made by senders since the receiver last looked.
     fresh: Mutex<Vec<FreshRing<M, R>>>,
     has_fresh: AtomicBool,
+    /// The loads of every ring into this shard's current incarnation.
+    loads: Mutex<Vec<Arc<RingLoad>>>,
     /// Messages from the coordinator (any thread may send).
     pub(crate) from_coordinator: Channel<M, R>,
 }
@@ -101,6 +140,7 @@ impl<M: Send + 'static, R: Send + 'static> Mesh<M, R> {
                 }),
                 fresh: Mutex::new(Vec::new()),
                 has_fresh: AtomicBool::new(false),
+                loads: Mutex::new(Vec::new()),
                 from_coordinator: flume::bounded(capacity),
             })
             .collect();
@@ -129,8 +169,10 @@ impl<M, R> Slot<M, R> {
         from: ShardId,
         consumer: rtrb::Consumer<Envelope<M, R>>,
         space: Arc<Wake>,
+        load: Arc<RingLoad>,
     ) {
-        lock(&self.fresh).push((from, consumer, space));
+        lock(&self.loads).push(load.clone());
+        lock(&self.fresh).push((from, consumer, space, load));
         self.has_fresh.store(true, Ordering::Release);
         self.inbox.notify();
     }
@@ -156,6 +198,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Open/close of shards, applied to every mesh of a runtime.
 trait Lifecycle: Send + Sync {
     fn set_open(&self, shard: ShardId, open: bool);
+
+    /// Messages waiting for `shard` in this mesh.
+    fn queued(&self, shard: ShardId) -> u64;
 }
 
 impl<M: Send + 'static, R: Send + 'static> Lifecycle for Mesh<M, R> {
@@ -169,8 +214,17 @@ impl<M: Send + 'static, R: Send + 'static> Lifecycle for Mesh<M, R> {
                 // Rings made for the old incarnation are useless now.
                 lock(&slot.fresh).clear();
                 slot.has_fresh.store(false, Ordering::Relaxed);
+                lock(&slot.loads).clear();
             }
         }
+    }
+
+    fn queued(&self, shard: ShardId) -> u64 {
+        let Some(slot) = self.slots.get(shard.get()) else {
+            return 0;
+        };
+        let rings: u64 = lock(&slot.loads).iter().map(|load| load.queued()).sum();
+        rings + slot.from_coordinator.0.len() as u64
     }
 }
 
@@ -243,6 +297,17 @@ impl Registry {
         mesh
     }
 
+    /// Messages waiting for `shard`, over every message type: in its rings
+    /// from other shards and in its queue from the coordinator.
+    pub(crate) fn queued(&self, shard: ShardId) -> u64 {
+        let state = lock(&self.state);
+        state
+            .meshes
+            .values()
+            .map(|entry| entry.lifecycle.queued(shard))
+            .sum()
+    }
+
     /// Marks a shard running (at start) or not (when its thread ends).
     pub(crate) fn set_open(&self, shard: ShardId, open: bool) {
         let mut state = lock(&self.state);
@@ -256,5 +321,51 @@ impl Registry {
         if !open {
             self.closed.notify(usize::MAX);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{LocalEnd, Origin};
+    use crate::shard::ShardCounters;
+
+    #[test]
+    fn queue_depth_counts_what_waits_for_a_shard() {
+        let registry = Registry::new(2, 8);
+        let mesh = registry.mesh::<u32, ()>();
+        let (one, two) = (ShardId::new(0), ShardId::new(1));
+        let counters = [
+            Arc::new(ShardCounters::default()),
+            Arc::new(ShardCounters::default()),
+        ];
+        let sender = LocalEnd::new(one, mesh.clone(), counters[0].clone());
+        let receiver = LocalEnd::new(two, mesh.clone(), counters[1].clone());
+        for n in 0..3 {
+            assert!(sender.try_push(two, sender.envelope(n, None)).is_ok());
+        }
+        let from_coordinator = Envelope::new(Origin::Coordinator, 9, None);
+        assert!(
+            mesh.slots[1]
+                .from_coordinator
+                .0
+                .try_send(from_coordinator)
+                .is_ok()
+        );
+        assert_eq!(registry.queued(two), 4);
+        assert_eq!(registry.queued(one), 0);
+
+        assert_eq!(receiver.try_recv().map(|e| e.msg), Some(0));
+        assert_eq!(registry.queued(two), 3);
+        assert_eq!(counters[0].snapshot().bus_sent, 3);
+        assert_eq!(counters[1].snapshot().bus_received, 1);
+
+        // A stopped shard's rings are gone with it.
+        registry.set_open(two, false);
+        assert_eq!(
+            registry.queued(two),
+            1,
+            "only the coordinator's queue is left"
+        );
     }
 }

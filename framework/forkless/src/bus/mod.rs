@@ -261,6 +261,8 @@ impl<M: Send + 'static, R: Send + 'static> Bus<M, R> {
             .0
             .send_async(envelope)
             .await
-            .map_err(|e| SendError(e.into_inner().msg))
+            .map_err(|e| SendError(e.into_inner().msg))?;
+        self.end.counters.bus_sent();
+        Ok(())
     }
 }

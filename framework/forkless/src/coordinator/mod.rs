@@ -30,6 +30,7 @@ pub use handle::{Coordinator, CoordinatorBus};
 pub use lifecycle::{ExitReason, LifecycleEvent, LifecycleKind};
 pub use policy::RestartPolicy;
 
+use crate::admin::Board;
 use crate::bus::mesh::Registry;
 use crate::entry::ShardOutcome;
 use crate::error::ErrorKind;
@@ -142,6 +143,17 @@ where
         subscribers.clone(),
     );
 
+    let shards: Vec<ShardState> = placement.into_iter().map(ShardState::new).collect();
+    let board = Board::new(
+        registry.clone(),
+        shards.iter().map(|s| (s.cpu, s.counters.clone())),
+    );
+    // Before the shards start, so `/livez` answers (and `/readyz` says why
+    // not) from the first moment; stopped when this function returns.
+    let _admin = match config.admin {
+        Some(addr) => Some(crate::admin::start(addr, board.clone())?),
+        None => None,
+    };
     let mut supervisor = Supervisor {
         config: Arc::new(config),
         shard_fn,
@@ -153,7 +165,8 @@ where
         sources,
         notifier,
         watchdog: watchdog.map(|every| (every, Instant::now() + every)),
-        shards: placement.into_iter().map(ShardState::new).collect(),
+        shards,
+        board,
         started,
         announced: false,
         stop_deadline: None,
@@ -235,6 +248,8 @@ struct Supervisor<F> {
     /// `WATCHDOG=1` interval and the next ping.
     watchdog: Option<(std::time::Duration, Instant)>,
     shards: Vec<ShardState>,
+    /// What the admin endpoint reports: lifecycle state and readiness.
+    board: Arc<Board>,
     started: Instant,
     announced: bool,
     stop_deadline: Option<Instant>,
@@ -289,6 +304,7 @@ where
     }
 
     fn publish(&self, shard: ShardId, incarnation: u32, kind: LifecycleKind) {
+        self.board.record(shard, incarnation, &kind);
         self.subscribers.publish(LifecycleEvent {
             shard,
             incarnation,
@@ -503,6 +519,8 @@ where
     }
 
     fn begin_stop(&mut self) {
+        // Not ready from now on, before any shard hears of the stop.
+        self.board.begin_stop();
         if let Some(notifier) = &self.notifier {
             notifier.notify("STOPPING=1");
         }

@@ -34,6 +34,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,7 @@ use super::framing::{Gate, Rejection, STAND_IN, Step};
 use super::limits::{Limits, ReadClock, Verdict, Waiting};
 use super::requests::Requests;
 use super::timer::ShardSleep;
+use crate::shard::ShardCounters;
 
 /// Receive buffer per connection: a burst of pipelined requests.
 const RECV_BUFFER: usize = 8 * 1024;
@@ -96,6 +98,8 @@ struct Inner {
     limits: Limits,
     requests: Rc<Requests>,
     discarded: usize,
+    /// The shard's byte counters.
+    counters: Arc<ShardCounters>,
 }
 
 impl Inner {
@@ -107,6 +111,7 @@ impl Inner {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     self.sent += n;
+                    self.counters.sent(n);
                     progressed = true;
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
@@ -234,6 +239,7 @@ impl Inner {
                 Poll::Ready(Ok(0)) => self.eof = true,
                 Poll::Ready(Ok(n)) => {
                     self.end += n;
+                    self.counters.received(n);
                     self.admit();
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
@@ -289,7 +295,10 @@ impl Inner {
         while !self.eof && self.discarded < LINGER_BYTES {
             match Pin::new(&mut self.stream).poll_read(cx, &mut self.recv[..]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.eof = true,
-                Poll::Ready(Ok(n)) => self.discarded += n,
+                Poll::Ready(Ok(n)) => {
+                    self.discarded += n;
+                    self.counters.received(n);
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -309,7 +318,12 @@ pub(crate) struct Conn {
 }
 
 /// Splits a stream into hyper's side and the connection task's side.
-pub(crate) fn split(stream: TcpStream, limits: Limits, requests: Rc<Requests>) -> (Io, Conn) {
+pub(crate) fn split(
+    stream: TcpStream,
+    limits: Limits,
+    requests: Rc<Requests>,
+    counters: Arc<ShardCounters>,
+) -> (Io, Conn) {
     let inner = Rc::new(RefCell::new(Inner {
         stream,
         recv: vec![0; RECV_BUFFER],
@@ -328,6 +342,7 @@ pub(crate) fn split(stream: TcpStream, limits: Limits, requests: Rc<Requests>) -
         limits,
         requests,
         discarded: 0,
+        counters,
     }));
     (
         Io {

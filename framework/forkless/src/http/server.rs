@@ -76,6 +76,7 @@ pub(crate) async fn serve<H: Handler>(
         .max_buf_size(HYPER_MAX_BUF.max(limits.max_header_size.saturating_add(16 * 1024)))
         .keep_alive(true);
     let shard_header = HeaderValue::from(shard.id().get());
+    shard.counters().serving_anew();
     let ctx = Rc::new(Ctx {
         busy: busy_response(&shard_header),
         app: Rc::new(App {
@@ -129,7 +130,7 @@ async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
     let _ = stream.set_nodelay(true);
     let requests = Rc::new(Requests::default());
     let service = ShardService::new(ctx.app.clone(), requests.clone());
-    let (io, conn) = io::split(stream, ctx.limits, requests.clone());
+    let (io, conn) = io::split(stream, ctx.limits, requests.clone(), ctx.counters.clone());
     let hyper_conn = ctx.builder.serve_connection(io, service);
     let served = AssertUnwindSafe(conn.drive(Box::pin(drive(hyper_conn, &ctx.stopping))))
         .catch_unwind()
@@ -172,6 +173,7 @@ async fn drive<H: Handler>(
 /// Answers a connection past the limit with `503` and closes it; past
 /// [`MAX_REFUSING`] refusals at once, just closes it.
 fn refuse<H: 'static>(stream: TcpStream, ctx: &Rc<Ctx<H>>) {
+    ctx.counters.connection_refused();
     if ctx.refusing.get() >= MAX_REFUSING {
         tracing::debug!("connection limit reached; closing a new connection");
         return;

@@ -5,7 +5,8 @@
 //! framework's own refusals of requests the framing gate stopped (`400`,
 //! `408`, `431`, answered without calling the handler, then closed). Each
 //! response body is [`Tracked`], so the connection knows when hyper finished
-//! it.
+//! it. Every response is counted here too, by status class and latency (from
+//! hyper calling the service to the response being handed back).
 
 use std::convert::Infallible;
 use std::future::{Future, ready};
@@ -13,6 +14,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::FutureExt;
 use http::header::{CONNECTION, HeaderName, HeaderValue};
@@ -51,12 +53,13 @@ impl<H: Handler> hyper::service::Service<Request> for ShardService<H> {
     type Future = Pin<Box<dyn Future<Output = Answer>>>;
 
     fn call(&self, request: Request) -> Self::Future {
+        let started = Instant::now();
         let app = self.app.clone();
         let requests = self.requests.clone();
         if let Some(rejection) = requests.call() {
             requests.linger();
             let response = closing(rejection.status(), rejection.message());
-            return Box::pin(ready(Ok(finish(&app, &requests, response))));
+            return Box::pin(ready(Ok(finish(&app, &requests, response, started))));
         }
         Box::pin(async move {
             let answered = AssertUnwindSafe(async { app.handler.call(request).await })
@@ -76,7 +79,7 @@ impl<H: Handler> hyper::service::Service<Request> for ShardService<H> {
                 // The request's body may be unread: let the client read the answer.
                 requests.linger();
             }
-            Ok(finish(&app, &requests, response))
+            Ok(finish(&app, &requests, response, started))
         })
     }
 }
@@ -86,8 +89,10 @@ fn finish<H>(
     app: &App<H>,
     requests: &Rc<Requests>,
     mut response: Response<Body>,
+    started: Instant,
 ) -> Response<Tracked> {
-    app.counters.request();
+    app.counters
+        .request(response.status().as_u16(), started.elapsed());
     response
         .headers_mut()
         .insert(X_SHARD.clone(), app.shard_header.clone());

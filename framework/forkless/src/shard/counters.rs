@@ -3,6 +3,13 @@
 //! Each shard owns one cache-line-aligned block of relaxed atomics, so a
 //! write is a plain store on the owning core and the coordinator (or a
 //! metrics scrape) reads them without asking the shard.
+//!
+//! What the request path pays: per request, two counter stores (status
+//! class, latency bucket) and one add (latency sum), plus the two clock
+//! reads that time it; per socket read or send, one add of the byte count;
+//! per bus message, one store on each side. No locks, no allocation, no
+//! system calls. The counters live as long as the runtime, across restarts
+//! of their shard, so they only grow (except the open-connection gauge).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +25,17 @@ fn epoch() -> Instant {
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct ShardCounters {
-    requests: AtomicU64,
+    /// Requests answered, by status class (`1xx` to `5xx`).
+    classes: [AtomicU64; STATUS_CLASSES],
+    /// Requests answered, by latency bucket (not cumulative).
+    latency: [AtomicU64; LATENCY_BUCKETS],
+    /// Sum of the latencies, in nanoseconds.
+    latency_sum_ns: AtomicU64,
+    bytes_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    connections_refused: AtomicU64,
+    bus_sent: AtomicU64,
+    bus_received: AtomicU64,
     handler_panics: AtomicU64,
     connections_open: AtomicU64,
     connections_accepted: AtomicU64,
@@ -28,12 +45,59 @@ pub struct ShardCounters {
     polling_since: AtomicU64,
 }
 
+/// Status classes counted: `1xx` to `5xx` (anything else counts as `5xx`).
+const STATUS_CLASSES: usize = 5;
+
+/// Upper bounds of the request latency buckets, in nanoseconds: 100 us to
+/// 10 s, in 1-2.5-5 steps. One more bucket counts what is slower.
+const LATENCY_BOUNDS_NS: [u64; 16] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Latency buckets: one per bound, and one above the last.
+const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
 /// A point-in-time copy of a shard's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CounterSnapshot {
-    /// Requests answered (any status).
+    /// Requests answered (any status): the sum of `by_class`.
     pub requests: u64,
+    /// Requests answered by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub by_class: [u64; STATUS_CLASSES],
+    /// Requests by latency (from hyper handing over the request to the
+    /// response being ready): `latency[i]` counts those at most
+    /// [`LATENCY_BOUNDS`](Self::LATENCY_BOUNDS)`[i]` and above the bound
+    /// before; the last entry counts those above every bound.
+    pub latency: [u64; LATENCY_BUCKETS],
+    /// Sum of all request latencies, in nanoseconds.
+    pub latency_sum_ns: u64,
+    /// Bytes read from client sockets (request heads and bodies).
+    pub bytes_received: u64,
+    /// Bytes written to client sockets (responses).
+    pub bytes_sent: u64,
+    /// Connections refused at the connection limit (answered `503`, or
+    /// closed unanswered past 64 refusals at once).
+    pub connections_refused: u64,
+    /// Bus messages this shard sent (to shards and to the coordinator).
+    pub bus_sent: u64,
+    /// Bus messages this shard received (from shards and the coordinator).
+    pub bus_received: u64,
     /// Handler panics turned into `500` responses.
     pub handler_panics: u64,
     /// Connections open now.
@@ -44,14 +108,77 @@ pub struct CounterSnapshot {
     pub stalls: u64,
 }
 
+impl CounterSnapshot {
+    /// Upper bounds of the latency buckets (see [`latency`](Self::latency)).
+    ///
+    /// ```
+    /// use forkless::CounterSnapshot;
+    ///
+    /// assert_eq!(CounterSnapshot::LATENCY_BOUNDS[0].as_micros(), 100);
+    /// assert_eq!(CounterSnapshot::LATENCY_BOUNDS.last().map(|b| b.as_secs()), Some(10));
+    /// ```
+    pub const LATENCY_BOUNDS: [Duration; LATENCY_BOUNDS_NS.len()] = {
+        let mut bounds = [Duration::ZERO; LATENCY_BOUNDS_NS.len()];
+        let mut i = 0;
+        while i < bounds.len() {
+            bounds[i] = Duration::from_nanos(LATENCY_BOUNDS_NS[i]);
+            i += 1;
+        }
+        bounds
+    };
+}
+
 fn bump(counter: &AtomicU64) {
+    add(counter, 1);
+}
+
+fn add(counter: &AtomicU64, n: u64) {
     // Single writer: a load and a store, no locked read-modify-write.
-    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// The latency bucket of `nanos`: the first whose bound is not below it.
+fn latency_bucket(nanos: u64) -> usize {
+    LATENCY_BOUNDS_NS.partition_point(|&bound| bound < nanos)
 }
 
 impl ShardCounters {
-    pub(crate) fn request(&self) {
-        bump(&self.requests);
+    /// A response with `status` was handed to hyper `took` after its request.
+    pub(crate) fn request(&self, status: u16, took: Duration) {
+        let class = usize::from(status / 100).clamp(1, STATUS_CLASSES) - 1;
+        bump(&self.classes[class]);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        bump(&self.latency[latency_bucket(nanos)]);
+        add(&self.latency_sum_ns, nanos);
+    }
+
+    pub(crate) fn received(&self, bytes: usize) {
+        add(&self.bytes_received, bytes as u64);
+    }
+
+    pub(crate) fn sent(&self, bytes: usize) {
+        add(&self.bytes_sent, bytes as u64);
+    }
+
+    pub(crate) fn connection_refused(&self) {
+        bump(&self.connections_refused);
+    }
+
+    /// A new incarnation of the shard starts serving: connections of a dead
+    /// one (whose tasks were leaked, never closing) no longer count as open.
+    pub(crate) fn serving_anew(&self) {
+        self.connections_open.store(0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bus_sent(&self) {
+        bump(&self.bus_sent);
+    }
+
+    pub(crate) fn bus_received(&self) {
+        bump(&self.bus_received);
     }
 
     pub(crate) fn handler_panic(&self) {
@@ -93,12 +220,62 @@ impl ShardCounters {
 
     /// Reads every counter.
     pub fn snapshot(&self) -> CounterSnapshot {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let by_class = self.classes.each_ref().map(load);
         CounterSnapshot {
-            requests: self.requests.load(Ordering::Relaxed),
+            requests: by_class.iter().sum(),
+            by_class,
+            latency: self.latency.each_ref().map(load),
+            latency_sum_ns: load(&self.latency_sum_ns),
+            bytes_received: load(&self.bytes_received),
+            bytes_sent: load(&self.bytes_sent),
+            connections_refused: load(&self.connections_refused),
+            bus_sent: load(&self.bus_sent),
+            bus_received: load(&self.bus_received),
             handler_panics: self.handler_panics.load(Ordering::Relaxed),
             connections_open: self.connections_open.load(Ordering::Relaxed),
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
             stalls: self.stalls.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_land_in_their_class_and_latency_bucket() {
+        let counters = ShardCounters::default();
+        counters.request(200, Duration::from_micros(50));
+        counters.request(204, Duration::from_micros(100));
+        counters.request(404, Duration::from_micros(101));
+        counters.request(503, Duration::from_secs(11));
+        counters.request(101, Duration::ZERO);
+        counters.request(999, Duration::from_millis(1));
+        let snapshot = counters.snapshot();
+        assert_eq!(snapshot.by_class, [1, 2, 0, 1, 2]);
+        assert_eq!(snapshot.requests, 6);
+        // <= 100 us: 50 us, 100 us and zero; <= 250 us: 101 us; <= 1 ms: 1 ms.
+        assert_eq!(snapshot.latency[0], 3);
+        assert_eq!(snapshot.latency[1], 1);
+        assert_eq!(snapshot.latency[3], 1);
+        assert_eq!(snapshot.latency[LATENCY_BUCKETS - 1], 1);
+        assert_eq!(snapshot.latency.iter().sum::<u64>(), 6);
+        assert_eq!(
+            snapshot.latency_sum_ns,
+            50_000 + 100_000 + 101_000 + 11_000_000_000 + 1_000_000
+        );
+    }
+
+    #[test]
+    fn a_new_incarnation_forgets_leaked_connections() {
+        let counters = ShardCounters::default();
+        counters.connection_opened();
+        counters.connection_opened();
+        counters.serving_anew();
+        let snapshot = counters.snapshot();
+        assert_eq!(snapshot.connections_open, 0);
+        assert_eq!(snapshot.connections_accepted, 2);
     }
 }

@@ -164,6 +164,7 @@ impl Shard {
         let end = Rc::new(crate::bus::LocalEnd::new(
             self.id(),
             self.inner.bus.mesh::<M, R>(),
+            self.inner.counters.clone(),
         ));
         self.inner.bus_ends.borrow_mut().insert(key, end.clone());
         Bus::new(end)

@@ -1,0 +1,154 @@
+//! The admin endpoint (`--admin IP:PORT`): health for orchestrators,
+//! Prometheus metrics and the per-shard status table, on a port of its own.
+//!
+//! Routes (`GET`, or `HEAD`; other methods `405`, other paths `404`):
+//!
+//! - `/livez`: `200 ok` while the process runs.
+//! - `/readyz`: `200` while every shard listens and no shutdown has begun;
+//!   `503` (with the reason) from the first moment of a shutdown
+//!   (SIGTERM/SIGINT, [`Coordinator::shutdown`](crate::Coordinator::shutdown),
+//!   a failing shard), before any shard is told to stop, and while any shard
+//!   is starting, restarting or down.
+//! - `/metrics`: Prometheus text for the whole process, every per-shard
+//!   series labelled `shard` (`metrics.rs`).
+//! - `/status`: the per-shard table as JSON (`status.rs`).
+//!
+//! **It never runs on a shard.** The admin endpoint must answer while every
+//! shard is stuck or restarting, so it runs on threads of its own and reads
+//! what it reports from memory the shards and the coordinator share:
+//! each shard's counters (atomics written by that shard only) and the
+//! coordinator's [`Board`] (lifecycle state, updated on every lifecycle
+//! event). A scrape never waits for a shard, and a busy scrape never slows
+//! one down.
+//!
+//! **Why blocking threads and not a glommio executor with hyper.** An
+//! executor would take io_uring rings and locked memory from the budget
+//! `preflight.rs` sizes for the shards (a tight `RLIMIT_MEMLOCK` would fail
+//! it), and would depend on the very machinery whose failure it must report.
+//! Admin traffic is a probe or a scrape every few seconds, so a tiny HTTP/1.1
+//! responder on std threads (`server.rs`: one request per connection,
+//! `Connection: close`, bounded head size, read and write timeouts, at most
+//! 16 connections at once) does the job with no new dependency.
+
+mod board;
+mod metrics;
+mod server;
+mod status;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(crate) use board::Board;
+use server::{AdminServer, Answer, Request};
+use status::Rates;
+
+use crate::Error;
+
+/// Binds `addr`, prints `admin on http://IP:PORT` on stdout and serves the
+/// admin routes from `board` until the returned server is dropped.
+pub(crate) fn start(addr: SocketAddr, board: Arc<Board>) -> Result<AdminServer, Error> {
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        Error::config(format!(
+            "cannot listen on the admin address {addr}: {e}; choose another --admin"
+        ))
+    })?;
+    let rates = Rates::new(Instant::now());
+    let server = AdminServer::start(listener, move |request| route(request, &board, &rates))
+        .map_err(|e| Error::io("cannot start the admin endpoint's thread", e))?;
+    announce(server.addr());
+    Ok(server)
+}
+
+fn announce(addr: SocketAddr) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "admin on http://{addr}");
+    let _ = out.flush();
+    tracing::info!(%addr, "admin endpoint listening");
+}
+
+/// Answers one admin request.
+fn route(request: &Request, board: &Board, rates: &Rates) -> Answer {
+    let known = ["/livez", "/readyz", "/metrics", "/status"];
+    if !known.contains(&request.path.as_str()) {
+        return Answer::text(404, "not found: try /livez, /readyz, /metrics or /status\n");
+    }
+    if request.method != "GET" && request.method != "HEAD" {
+        let mut answer = Answer::text(405, "method not allowed: use GET\n");
+        answer.headers.push(("allow", "GET, HEAD"));
+        return answer;
+    }
+    match request.path.as_str() {
+        "/livez" => Answer::text(200, "ok\n"),
+        "/readyz" => match board.not_ready_because() {
+            None => Answer::text(200, "ready\n"),
+            Some(why) => Answer::text(503, format!("not ready: {why}\n")),
+        },
+        "/metrics" => Answer {
+            status: 200,
+            content_type: metrics::CONTENT_TYPE,
+            body: metrics::render(&board.view()).into_bytes(),
+            headers: Vec::new(),
+        },
+        _ => {
+            let document = status::render(&board.view(), rates, Instant::now());
+            let mut body = serde_json::to_vec_pretty(&document).unwrap_or_default();
+            body.push(b'\n');
+            Answer {
+                status: 200,
+                content_type: "application/json",
+                body,
+                headers: Vec::new(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ShardId;
+    use crate::bus::mesh::Registry;
+    use crate::coordinator::LifecycleKind;
+    use crate::shard::ShardCounters;
+
+    fn get(path: &str, board: &Board) -> Answer {
+        let request = Request {
+            method: "GET".into(),
+            path: path.into(),
+        };
+        route(&request, board, &Rates::new(Instant::now()))
+    }
+
+    #[test]
+    fn routes_answer_with_the_right_status() {
+        let board = Board::new(
+            Arc::new(Registry::new(1, 4)),
+            [(None, Arc::new(ShardCounters::default()))],
+        );
+        assert_eq!(get("/livez", &board).status, 200);
+        let not_ready = get("/readyz", &board);
+        assert_eq!(not_ready.status, 503);
+        assert_eq!(not_ready.body, b"not ready: shard 0 is down\n");
+        board.record(ShardId::new(0), 1, &LifecycleKind::Fork);
+        board.record(ShardId::new(0), 1, &LifecycleKind::Listening);
+        assert_eq!(get("/readyz", &board).status, 200);
+        let metrics = get("/metrics", &board);
+        assert_eq!(metrics.status, 200);
+        assert!(metrics.content_type.contains("version=0.0.4"));
+        let status = get("/status", &board);
+        let json: serde_json::Value = serde_json::from_slice(&status.body).expect("json");
+        assert_eq!(json["shards"], 1);
+        assert_eq!(get("/nope", &board).status, 404);
+        let post = Request {
+            method: "POST".into(),
+            path: "/readyz".into(),
+        };
+        let refused = route(&post, &board, &Rates::new(Instant::now()));
+        assert_eq!(refused.status, 405);
+        assert_eq!(refused.headers, [("allow", "GET, HEAD")]);
+        board.begin_stop();
+        assert_eq!(get("/readyz", &board).body, b"not ready: shutting down\n");
+    }
+}
