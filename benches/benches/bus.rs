@@ -154,6 +154,7 @@ const FLUME_SPIN: &str = "flume + glommio, spin 10 ms";
 const CALL_PARKED: &str = "forkless bus `call`, parked";
 const CALL_SPIN: &str = "forkless bus `call`, spin 10 ms";
 const SEND_BACK_SPIN: &str = "forkless bus `send` + `send` back, spin 10 ms";
+const CALL_BUS_SPIN: &str = "forkless bus `call`, `bus_spin(50 us)`, spin 10 ms";
 const QUEUES_ONLY: &str = "forkless bus queues only: `try_send` + `try_recv` spinning in the task";
 const RAW_RING: &str = "raw SPSC ring, index published every message";
 const RAW_RING_BATCHED: &str = "raw SPSC ring, index published every 32 messages";
@@ -178,6 +179,14 @@ fn main() {
         }),
         case(SEND_BACK_SPIN, || {
             shards::round_trip(ROUND_TRIPS, SPIN, RoundTripKind::SendBack)
+        }),
+        case(CALL_BUS_SPIN, || {
+            shards::round_trip_with(
+                ROUND_TRIPS,
+                SPIN,
+                Duration::from_micros(50),
+                RoundTripKind::Call,
+            )
         }),
         case(QUEUES_ONLY, || {
             shards::round_trip(ROUND_TRIPS, None, RoundTripKind::BusyPoll)

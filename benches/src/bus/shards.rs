@@ -73,7 +73,20 @@ where
     F: Fn(Shard, Arc<Mutex<Option<T>>>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + 'static,
 {
-    let mut config = Config::default().shards(Shards::Count(2)).listen([]);
+    run_pair_with(spin, Duration::ZERO, body)
+}
+
+/// [`run_pair`] with [`Config::bus_spin`] set too.
+fn run_pair_with<T, F, Fut>(spin: Option<Duration>, bus_spin: Duration, body: F) -> T
+where
+    T: Send + 'static,
+    F: Fn(Shard, Arc<Mutex<Option<T>>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + 'static,
+{
+    let mut config = Config::default()
+        .shards(Shards::Count(2))
+        .listen([])
+        .bus_spin(bus_spin);
     if let Some(spin) = spin {
         config = config.spin_before_park(spin);
     }
@@ -97,7 +110,18 @@ fn peer(shard: &Shard) -> ShardId {
 
 /// Round trips between shard 0 and shard 1.
 pub fn round_trip(plan: RoundTripPlan, spin: Option<Duration>, kind: RoundTripKind) -> Latencies {
-    run_pair(spin, move |shard, result| async move {
+    round_trip_with(plan, spin, Duration::ZERO, kind)
+}
+
+/// [`round_trip`] with [`Config::bus_spin`] set: `recv` and `call` poll in
+/// place for up to `bus_spin` before parking.
+pub fn round_trip_with(
+    plan: RoundTripPlan,
+    spin: Option<Duration>,
+    bus_spin: Duration,
+    kind: RoundTripKind,
+) -> Latencies {
+    run_pair_with(spin, bus_spin, move |shard, result| async move {
         let bus = shard.bus_with_reply::<u64, u64>();
         let peer = peer(&shard);
         if shard.id().get() == 1 {

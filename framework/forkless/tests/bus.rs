@@ -173,38 +173,48 @@ async fn serve_doubling(shard: Shard) {
 
 #[test]
 fn call_reaches_each_shard_and_run_on_returns_the_value() {
-    for shards in SHARD_COUNTS {
+    // Also with `bus_spin`: receives and reply waits that poll in place first.
+    let cases = SHARD_COUNTS.into_iter().flat_map(|shards| {
+        [
+            (shards, Duration::ZERO),
+            (shards, Duration::from_micros(20)),
+        ]
+    });
+    for (shards, spin) in cases {
         let (report, reports) = mpsc::channel();
-        run_bounded(Runtime::new(config(shards)), move |shard: Shard| {
-            let report = report.clone();
-            async move {
-                let server = forkless::spawn(serve_doubling(shard.clone()));
-                if shard.id() == ShardId::new(0) {
-                    let bus = shard.bus_with_reply::<u64, u64>();
-                    let mut answers = Vec::new();
-                    for to in 0..shard.count() {
-                        answers.push(bus.call(ShardId::new(to), 10).await.expect("a reply"));
-                    }
-                    let mut ids = Vec::new();
-                    for to in 0..shard.count() {
-                        let id = shard
-                            .run_on(ShardId::new(to), |there| async move { there.id().get() })
+        run_bounded(
+            Runtime::new(config(shards).bus_spin(spin)),
+            move |shard: Shard| {
+                let report = report.clone();
+                async move {
+                    let server = forkless::spawn(serve_doubling(shard.clone()));
+                    if shard.id() == ShardId::new(0) {
+                        let bus = shard.bus_with_reply::<u64, u64>();
+                        let mut answers = Vec::new();
+                        for to in 0..shard.count() {
+                            answers.push(bus.call(ShardId::new(to), 10).await.expect("a reply"));
+                        }
+                        let mut ids = Vec::new();
+                        for to in 0..shard.count() {
+                            let id = shard
+                                .run_on(ShardId::new(to), |there| async move { there.id().get() })
+                                .await
+                                .expect("ran there");
+                            ids.push(id);
+                        }
+                        let total = shard
+                            .map_reduce(|s| async move { s.id().get() + 1 }, 0, |a, b| a + b)
                             .await
-                            .expect("ran there");
-                        ids.push(id);
+                            .expect("ran everywhere");
+                        report.send((answers, ids, total)).expect("report");
+                        for to in 0..shard.count() {
+                            let _ = bus.send(ShardId::new(to), u64::MAX).await;
+                        }
                     }
-                    let total = shard
-                        .map_reduce(|s| async move { s.id().get() + 1 }, 0, |a, b| a + b)
-                        .await
-                        .expect("ran everywhere");
-                    report.send((answers, ids, total)).expect("report");
-                    for to in 0..shard.count() {
-                        let _ = bus.send(ShardId::new(to), u64::MAX).await;
-                    }
+                    server.await;
                 }
-                server.await;
-            }
-        })
+            },
+        )
         .expect("ran");
         let (answers, ids, total) = reports.recv().expect("shard 0 reported");
         let expected: Vec<u64> = (0..shards as u64).map(|id| 20 + id).collect();

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::{Either, select};
@@ -39,6 +40,8 @@ pub(crate) struct LocalEnd<M, R> {
     cursor: Cell<usize>,
     /// This shard's counters (messages sent and received).
     pub(crate) counters: Arc<ShardCounters>,
+    /// How long a receive or reply wait polls in place before parking.
+    pub(crate) spin: Duration,
 }
 
 impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
@@ -51,7 +54,15 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
             inbound: RefCell::new(Vec::new()),
             cursor: Cell::new(0),
             counters,
+            spin: Duration::ZERO,
         }
+    }
+
+    /// Polls in place for up to `spin` before a receive or a reply wait
+    /// parks its task; see [`Config::bus_spin`](crate::Config::bus_spin).
+    pub(crate) fn with_spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
     }
 
     pub(crate) fn envelope(&self, msg: M, reply: Option<oneshot::Sender<R>>) -> Envelope<M, R> {
@@ -173,7 +184,7 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
     }
 
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Envelope<M, R>> {
-        if let Some(envelope) = self.try_recv() {
+        if let Some(envelope) = spin(self.spin, || self.try_recv()) {
             return Poll::Ready(envelope);
         }
         let Some(slot) = self.mesh.slots.get(self.me.get()) else {
@@ -195,7 +206,7 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
         from: ShardId,
         mut reply: oneshot::Receiver<T>,
     ) -> Option<T> {
-        wait_reply(&self.mesh, from, &mut reply).await
+        wait_reply(&self.mesh, from, &mut reply, self.spin).await
     }
 }
 
@@ -204,7 +215,13 @@ pub(crate) async fn wait_reply<M, R, T>(
     mesh: &Mesh<M, R>,
     from: ShardId,
     reply: &mut oneshot::Receiver<T>,
+    spin_for: Duration,
 ) -> Option<T> {
+    match spin(spin_for, || reply.try_recv().transpose()) {
+        Some(Ok(answer)) => return Some(answer),
+        Some(Err(oneshot::Canceled)) => return None,
+        None => {}
+    }
     loop {
         let listener = mesh.closed.listen();
         if !mesh
@@ -217,6 +234,27 @@ pub(crate) async fn wait_reply<M, R, T>(
         match select(pin!(&mut *reply), pin!(listener)).await {
             Either::Left((answer, _)) => return answer.ok(),
             Either::Right(((), _)) => continue,
+        }
+    }
+}
+
+/// Calls `poll` until it yields a value or `duration` passes (at once when
+/// zero): a busy wait that answers without a trip through the executor.
+fn spin<T>(duration: Duration, mut poll: impl FnMut() -> Option<T>) -> Option<T> {
+    let value = poll();
+    if value.is_some() || duration.is_zero() {
+        return value;
+    }
+    let until = Instant::now() + duration;
+    loop {
+        for _ in 0..64 {
+            std::hint::spin_loop();
+            if let Some(value) = poll() {
+                return Some(value);
+            }
+        }
+        if Instant::now() >= until {
+            return None;
         }
     }
 }

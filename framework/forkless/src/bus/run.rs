@@ -66,7 +66,7 @@ impl Shard {
         }));
         let jobs = self.bus::<Job>();
         jobs.send(to, job).await.map_err(|_| RunError::Closed(to))?;
-        super::local::wait_reply(&jobs.end.mesh, to, &mut receiver)
+        super::local::wait_reply(&jobs.end.mesh, to, &mut receiver, jobs.end.spin)
             .await
             .ok_or(RunError::Lost(to))
     }

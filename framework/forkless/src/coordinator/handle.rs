@@ -173,8 +173,13 @@ impl<M: Send + 'static, R: Send + 'static> CoordinatorBus<M, R> {
         let (sender, mut receiver) = oneshot::channel();
         self.push(to, Self::envelope(msg, Some(sender)))
             .map_err(|envelope| CallError::Closed(envelope.msg))?;
-        futures::executor::block_on(crate::bus::wait_reply(&self.mesh, to, &mut receiver))
-            .ok_or(CallError::NoReply)
+        futures::executor::block_on(crate::bus::wait_reply(
+            &self.mesh,
+            to,
+            &mut receiver,
+            std::time::Duration::ZERO,
+        ))
+        .ok_or(CallError::NoReply)
     }
 
     /// The next message a shard sent to the coordinator; blocks, and returns

@@ -161,11 +161,14 @@ impl Shard {
         {
             return Bus::new(end);
         }
-        let end = Rc::new(crate::bus::LocalEnd::new(
-            self.id(),
-            self.inner.bus.mesh::<M, R>(),
-            self.inner.counters.clone(),
-        ));
+        let end = Rc::new(
+            crate::bus::LocalEnd::new(
+                self.id(),
+                self.inner.bus.mesh::<M, R>(),
+                self.inner.counters.clone(),
+            )
+            .with_spin(self.inner.config.bus_spin),
+        );
         self.inner.bus_ends.borrow_mut().insert(key, end.clone());
         Bus::new(end)
     }
