@@ -160,15 +160,21 @@ mod tests {
             config.get_listen(),
             &["127.0.0.1:9000".parse().expect("addr")]
         );
-        assert_eq!(config.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(config.http.header_read_timeout, Duration::from_secs(30));
         let defaults = Config::default();
-        assert_eq!(config.keep_alive_timeout, defaults.keep_alive_timeout);
-        assert_eq!(config.max_header_size, defaults.max_header_size);
-        assert_eq!(config.max_body_size, defaults.max_body_size);
-        assert_eq!(config.body_read_timeout, defaults.body_read_timeout);
-        assert_eq!(config.body_min_rate, defaults.body_min_rate);
-        assert_eq!(config.send_timeout, defaults.send_timeout);
-        assert_eq!(config.max_connections, defaults.max_connections);
+        assert_eq!(
+            config.http.keep_alive_timeout,
+            defaults.http.keep_alive_timeout
+        );
+        assert_eq!(config.http.max_header_size, defaults.http.max_header_size);
+        assert_eq!(config.http.max_body_size, defaults.http.max_body_size);
+        assert_eq!(
+            config.http.body_read_timeout,
+            defaults.http.body_read_timeout
+        );
+        assert_eq!(config.http.body_min_rate, defaults.http.body_min_rate);
+        assert_eq!(config.http.send_timeout, defaults.http.send_timeout);
+        assert_eq!(config.http.max_connections, defaults.http.max_connections);
         assert_eq!(config.get_admin(), None);
     }
 
@@ -195,13 +201,13 @@ mod tests {
             ],
         )
         .expect("flags parse");
-        assert_eq!(config.keep_alive_timeout, Duration::from_secs(5));
-        assert_eq!(config.max_header_size, 8 * 1024);
-        assert_eq!(config.max_body_size, 2 * 1024 * 1024);
-        assert_eq!(config.body_read_timeout, Duration::from_secs(1));
-        assert_eq!(config.body_min_rate, 1024);
-        assert_eq!(config.send_timeout, Duration::from_secs(3));
-        assert_eq!(config.max_connections, 10);
+        assert_eq!(config.http.keep_alive_timeout, Duration::from_secs(5));
+        assert_eq!(config.http.max_header_size, 8 * 1024);
+        assert_eq!(config.http.max_body_size, 2 * 1024 * 1024);
+        assert_eq!(config.http.body_read_timeout, Duration::from_secs(1));
+        assert_eq!(config.http.body_min_rate, 1024);
+        assert_eq!(config.http.send_timeout, Duration::from_secs(3));
+        assert_eq!(config.http.max_connections, 10);
         assert!(try_parse(&OPTIONS, ["app", "--max-connections", "0"]).is_err());
         assert!(try_parse(&OPTIONS, ["app", "--send-timeout", "0s"]).is_err());
         assert!(try_parse(&OPTIONS, ["app", "--max-header-size", "0"]).is_err());
@@ -236,7 +242,7 @@ mod tests {
         assert_eq!(config.get_shards(), Shards::Max);
         assert_eq!(config.get_listen().len(), 2);
         assert_eq!(config.log_format, LogFormat::Json);
-        assert_eq!(config.header_read_timeout, Duration::from_millis(500));
+        assert_eq!(config.http.header_read_timeout, Duration::from_millis(500));
         assert!(!config.pin);
     }
 

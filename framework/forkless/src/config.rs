@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::http::limits::Limits;
+
 /// How many shards to run.
 ///
 /// ```
@@ -76,14 +78,8 @@ pub struct Config {
     pub(crate) listen: Vec<SocketAddr>,
     pub(crate) pin: bool,
     pub(crate) io_memory: usize,
-    pub(crate) header_read_timeout: Duration,
-    pub(crate) keep_alive_timeout: Duration,
-    pub(crate) max_header_size: usize,
-    pub(crate) max_body_size: usize,
-    pub(crate) body_read_timeout: Duration,
-    pub(crate) body_min_rate: u64,
-    pub(crate) send_timeout: Duration,
-    pub(crate) max_connections: usize,
+    /// Every HTTP limit of a connection, as the shards apply them.
+    pub(crate) http: Limits,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) log_format: LogFormat,
     pub(crate) bus_capacity: usize,
@@ -100,24 +96,6 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::ne
     8080,
 ));
 
-/// Default header read timeout: hyper's.
-const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default keep-alive timeout: nginx's `keepalive_timeout`, longer than the
-/// 60 s idle timeout of common load balancers, so they close first.
-const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
-/// Default maximum request head: nginx's `large_client_header_buffers` (4 x 8k).
-const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
-/// Default body limit of `read_body_default`: nginx's `client_max_body_size`.
-const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
-/// Default body read timeout: nginx's `client_body_timeout`.
-const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default minimum body rate in bytes/s: Kestrel's `MinRequestBodyDataRate`.
-const DEFAULT_BODY_MIN_RATE: u64 = 240;
-/// Default send timeout: nginx's `send_timeout`.
-const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default open connections per shard.
-const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -125,14 +103,7 @@ impl Default for Config {
             listen: vec![DEFAULT_LISTEN],
             pin: true,
             io_memory: crate::shard::DEFAULT_IO_MEMORY,
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
-            max_header_size: DEFAULT_MAX_HEADER_SIZE,
-            max_body_size: DEFAULT_MAX_BODY_SIZE,
-            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
-            body_min_rate: DEFAULT_BODY_MIN_RATE,
-            send_timeout: DEFAULT_SEND_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            http: Limits::default(),
             shutdown_timeout: Duration::from_secs(30),
             log_format: LogFormat::Text,
             bus_capacity: 1024,
@@ -174,28 +145,28 @@ impl Config {
     /// request gets `408` and the connection closes. Also how long a new
     /// connection may send nothing before it is closed. Default 30 s.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.header_read_timeout = timeout;
+        self.http.header_read_timeout = timeout;
         self
     }
 
     /// How long a keep-alive connection may sit idle between a response and
     /// the next request before it is closed. Default 75 s.
     pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
-        self.keep_alive_timeout = timeout;
+        self.http.keep_alive_timeout = timeout;
         self
     }
 
     /// The longest request head (request line and headers) in bytes; a
     /// longer one gets `431`. Default 32 KiB. At most 100 header lines.
     pub fn max_header_size(mut self, bytes: usize) -> Self {
-        self.max_header_size = bytes;
+        self.http.max_header_size = bytes;
         self
     }
 
     /// The largest request body [`read_body_default`](crate::http::read_body_default)
     /// accepts; a larger one gets `413`. Default 1 MiB.
     pub fn max_body_size(mut self, bytes: usize) -> Self {
-        self.max_body_size = bytes;
+        self.http.max_body_size = bytes;
         self
     }
 
@@ -203,28 +174,28 @@ impl Config {
     /// also the grace before [`body_min_rate`](Self::body_min_rate) applies.
     /// Past it, reading the body fails (`408`). Default 60 s.
     pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
-        self.body_read_timeout = timeout;
+        self.http.body_read_timeout = timeout;
         self
     }
 
     /// The slowest a request body may arrive, in bytes/s, once the body
     /// read timeout's grace is used up; `0` checks stalls only. Default 240.
     pub fn body_min_rate(mut self, bytes_per_second: u64) -> Self {
-        self.body_min_rate = bytes_per_second;
+        self.http.body_min_rate = bytes_per_second;
         self
     }
 
     /// How long a client may take no response bytes before the connection is
     /// closed. Default 60 s.
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
-        self.send_timeout = timeout;
+        self.http.send_timeout = timeout;
         self
     }
 
     /// The most open connections per shard; a shard at the limit answers new
     /// ones `503` and closes them. Default 10,000.
     pub fn max_connections(mut self, connections: usize) -> Self {
-        self.max_connections = connections;
+        self.http.max_connections = connections;
         self
     }
 

@@ -21,9 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::Config;
-
-/// The HTTP limits of a shard, from its [`Config`].
+/// The HTTP limits of every connection; part of [`Config`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Limits {
     pub(crate) header_read_timeout: Duration,
@@ -36,17 +34,35 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
 }
 
-impl Limits {
-    pub(crate) fn from_config(config: &Config) -> Self {
+/// Default header read timeout: hyper's.
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default keep-alive timeout: nginx's `keepalive_timeout`, longer than the
+/// 60 s idle timeout of common load balancers, so they close first.
+const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Default maximum request head: nginx's `large_client_header_buffers` (4 x 8k).
+const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
+/// Default body limit of `read_body_default`: nginx's `client_max_body_size`.
+const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
+/// Default body read timeout: nginx's `client_body_timeout`.
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default minimum body rate in bytes/s: Kestrel's `MinRequestBodyDataRate`.
+const DEFAULT_BODY_MIN_RATE: u64 = 240;
+/// Default send timeout: nginx's `send_timeout`.
+const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default open connections per shard.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+impl Default for Limits {
+    fn default() -> Self {
         Self {
-            header_read_timeout: config.header_read_timeout,
-            keep_alive_timeout: config.keep_alive_timeout,
-            max_header_size: config.max_header_size,
-            max_body_size: config.max_body_size,
-            body_read_timeout: config.body_read_timeout,
-            body_min_rate: config.body_min_rate,
-            send_timeout: config.send_timeout,
-            max_connections: config.max_connections,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            body_min_rate: DEFAULT_BODY_MIN_RATE,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -180,15 +196,15 @@ fn expire_at(deadline: Instant, now: Instant, expired: Verdict) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Config;
 
     fn limits() -> Limits {
-        Limits::from_config(
-            &Config::default()
-                .header_read_timeout(Duration::from_secs(2))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .body_read_timeout(Duration::from_secs(1))
-                .body_min_rate(100),
-        )
+        Config::default()
+            .header_read_timeout(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .body_read_timeout(Duration::from_secs(1))
+            .body_min_rate(100)
+            .http
     }
 
     fn secs(s: f64) -> Duration {

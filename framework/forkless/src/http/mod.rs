@@ -20,7 +20,7 @@ mod body_read;
 mod framing;
 mod handler;
 mod io;
-mod limits;
+pub(crate) mod limits;
 mod requests;
 mod response;
 mod server;

@@ -65,7 +65,7 @@ pub(crate) async fn serve<H: Handler>(
 ) -> Result<(), Error> {
     let listeners: Vec<TcpListener> = listeners.into_iter().map(listener::into_glommio).collect();
 
-    let limits = Limits::from_config(shard.config());
+    let limits = shard.config().http;
     super::body_read::set_default_limit(limits.max_body_size);
     let mut builder = http1::Builder::new();
     // The I/O adapter keeps the header, keep-alive, body and send timeouts
