@@ -73,7 +73,7 @@ struct Ring {
 
 const RING_CAPACITY: u64 = 1024;
 
-/// One-way throughput through [`Ring`], thread 0 producing, thread 1
+/// One-way throughput through the raw SPSC ring (`Ring`), thread 0 producing, thread 1
 /// consuming, each publishing its index every `batch` messages.
 pub fn throughput(plan: ThroughputPlan, batch: u64) -> Rate {
     assert!(batch > 0 && RING_CAPACITY.is_multiple_of(batch));
