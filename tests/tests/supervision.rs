@@ -62,9 +62,15 @@ fn a_shard_killed_by_a_background_panic_is_restarted_and_rejoins_the_port() {
 
 #[test]
 fn a_crash_loop_exits_non_zero_naming_the_shard_and_the_panic() {
+    for shards in ["2", "4"] {
+        crash_loop(shards);
+    }
+}
+
+fn crash_loop(shards: &str) {
     let started = Instant::now();
     let output = Command::new(BINARY)
-        .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+        .args(["--listen", "127.0.0.1:0", "--shards", shards])
         .env("FORKLESS_TEST_CRASH_AT_START", "1")
         .output()
         .expect("run the app");
@@ -118,7 +124,13 @@ fn sigterm_lets_in_flight_requests_finish_and_refuses_new_connections() {
 
 #[test]
 fn keep_alive_clients_get_connection_close_and_no_reset() {
-    let mut server = supervised(2, &[]);
+    for shards in [2, 4] {
+        keep_alive_clients_close_cleanly(shards);
+    }
+}
+
+fn keep_alive_clients_close_cleanly(shards: usize) {
+    let mut server = supervised(shards, &[]);
     let mut clients: Vec<BufReader<TcpStream>> = (0..10)
         .map(|_| {
             let mut stream = BufReader::new(server.connect());
@@ -156,7 +168,13 @@ fn keep_alive_clients_get_connection_close_and_no_reset() {
 
 #[test]
 fn a_request_that_never_finishes_forces_exit_at_the_deadline() {
-    let mut server = supervised(2, &["--shutdown-timeout", "1s"]);
+    for shards in [2, 4] {
+        forced_at_the_deadline(shards);
+    }
+}
+
+fn forced_at_the_deadline(shards: usize) {
+    let mut server = supervised(shards, &["--shutdown-timeout", "1s"]);
     let mut hanging = server.connect();
     send(&mut hanging, &request("GET", "/hang", &[]));
     std::thread::sleep(Duration::from_millis(200));
