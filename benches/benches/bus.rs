@@ -451,7 +451,10 @@ fn print_wakes(cases: &[Case<Latencies>]) {
 fn print_goals(rt: &Summary, tp: &Summary) {
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     let raw = rt.get(RAW_RT);
-    let best_rt = rt.best(&[CALL_PARKED, CALL_SPIN, SEND_BACK_SPIN, CALL_BUS_SPIN], true);
+    let best_rt = rt.best(
+        &[CALL_PARKED, CALL_SPIN, SEND_BACK_SPIN, CALL_BUS_SPIN],
+        true,
+    );
     let queues = rt.get(QUEUES_ONLY);
     let best_tp = tp.best(
         &[SEND_PARKED, SEND_SPIN, TRY_SEND_PARKED, TRY_SEND_SPIN],
