@@ -10,6 +10,16 @@ use crate::Config;
 use crate::Error;
 use crate::config::{LogFormat, Shards, parse_duration, parse_size, parse_timeout};
 use crate::entry::MainOptions;
+use crate::top::TopArgs;
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub(crate) enum Invocation {
+    /// Run the shards (no subcommand).
+    Serve(Box<Config>),
+    /// `top`: watch a running process through its admin endpoint.
+    Top(TopArgs),
+}
 
 #[derive(Args, Debug)]
 struct Cli {
@@ -77,12 +87,14 @@ struct Cli {
 
 /// Parses the process's arguments; `--help`, `--version` and usage errors
 /// print and exit as clap does (0 for help, 2 for a usage error).
-pub(crate) fn parse(options: &MainOptions) -> Config {
+pub(crate) fn parse(options: &MainOptions) -> Invocation {
     let matches = command(options).get_matches();
-    match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli.into_config(),
-        Err(error) => error.exit(),
-    }
+    let invocation = match matches.subcommand() {
+        Some(("top", top)) => TopArgs::from_arg_matches(top).map(Invocation::Top),
+        _ => Cli::from_arg_matches(&matches)
+            .map(|cli| Invocation::Serve(Box::new(cli.into_config()))),
+    };
+    invocation.unwrap_or_else(|error| error.exit())
 }
 
 /// Parses `args` (the first is the program name) without exiting.
@@ -115,9 +127,14 @@ fn command(options: &MainOptions) -> Command {
     if let Some(about) = options.about {
         command = command.about(about);
     }
+    let top = TopArgs::augment_args(Command::new("top"))
+        .about("Watch a running process's shards live, through its --admin endpoint");
     Cli::augment_args(command)
         .mut_arg("shards", |arg: Arg| arg.default_value(shards_default))
         .mut_arg("listen", |arg: Arg| arg.default_value(listen_default))
+        .subcommand(top)
+        .args_conflicts_with_subcommands(true)
+        .disable_help_subcommand(true)
 }
 
 impl Cli {
@@ -244,6 +261,29 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.http.header_read_timeout, Duration::from_millis(500));
         assert!(!config.pin);
+    }
+
+    #[test]
+    fn top_is_a_subcommand_with_its_own_flags() {
+        let matches = command(&OPTIONS)
+            .try_get_matches_from(["app", "top", "--admin", "127.0.0.1:9090", "--once"])
+            .expect("top parses");
+        let (name, top) = matches.subcommand().expect("a subcommand");
+        assert_eq!(name, "top");
+        assert!(TopArgs::from_arg_matches(top).is_ok());
+        // Without a subcommand the server's flags parse as before.
+        assert!(try_parse(&OPTIONS, ["app", "--admin", "127.0.0.1:0"]).is_ok());
+        let usage = |args: &[&str]| command(&OPTIONS).try_get_matches_from(args).is_err();
+        assert!(usage(&["app", "top"]), "top needs --admin");
+        assert!(usage(&[
+            "app",
+            "--shards",
+            "2",
+            "top",
+            "--admin",
+            "127.0.0.1:1"
+        ]));
+        assert!(command(&OPTIONS).render_help().to_string().contains("top"));
     }
 
     #[test]

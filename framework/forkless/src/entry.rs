@@ -1,5 +1,6 @@
 //! What `#[shard_main]` expands to call: parse the command line, set up
-//! logging, run the shards, turn the outcome into an exit code.
+//! logging, run the shards, turn the outcome into an exit code. The `top`
+//! subcommand runs the live monitor (`top/`) instead of the shards.
 //!
 //! Exit codes: `0` after a clean run or graceful shutdown, `1` when the
 //! runtime could not start or a shard failed, `2` for a usage error (clap),
@@ -9,6 +10,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::process::ExitCode;
 
+use crate::cli::Invocation;
 use crate::{Runtime, Shard};
 
 /// Exit code of a forced shutdown.
@@ -58,7 +60,10 @@ where
     Fut: Future + 'static,
     Fut::Output: ShardOutcome,
 {
-    let config = crate::cli::parse(&options);
+    let config = match crate::cli::parse(&options) {
+        Invocation::Serve(config) => *config,
+        Invocation::Top(args) => return crate::top::run(options.name, &args),
+    };
     crate::log::init(config.log_format);
     match Runtime::new(config).run(shard_fn) {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,7 @@ mod runtime;
 mod shard;
 mod task;
 pub mod time;
+mod top;
 
 pub use config::{Config, DEFAULT_LISTEN, LogFormat, Shards};
 pub use coordinator::{
