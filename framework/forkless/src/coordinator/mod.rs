@@ -16,6 +16,7 @@
 
 mod handle;
 pub(crate) mod lifecycle;
+mod listen;
 mod policy;
 mod signals;
 mod systemd;
@@ -37,6 +38,7 @@ use crate::error::ErrorKind;
 use crate::shard::{self, ListenSpec, Shard, ShardCounters, ShardId, ShardParts};
 use crate::{Config, Error, Shards};
 use lifecycle::Subscribers;
+use listen::{ListenSource, adopt, prebind};
 use policy::{Deaths, Verdict};
 
 /// What a shard (or the signal thread, or the app) tells the coordinator.
@@ -553,91 +555,6 @@ fn announce(addrs: &[SocketAddr], shards: usize, started: Instant) {
         elapsed = ?started.elapsed(),
         "every shard is serving"
     );
-}
-
-/// Where the shards' listeners for one address come from.
-#[derive(Debug)]
-enum ListenSource {
-    /// Each shard binds its own SO_REUSEPORT socket on this address.
-    Bind(SocketAddr),
-    /// Every shard shares one inherited socket without SO_REUSEPORT (one
-    /// accept queue); each gets its own descriptor of it.
-    Shared(TcpListener, SocketAddr),
-}
-
-impl ListenSource {
-    fn addr(&self) -> SocketAddr {
-        match self {
-            ListenSource::Bind(addr) | ListenSource::Shared(_, addr) => *addr,
-        }
-    }
-
-    /// What one (re)started shard gets.
-    fn spec(&self) -> Result<ListenSpec, Error> {
-        Ok(match self {
-            ListenSource::Bind(addr) => ListenSpec {
-                addr: *addr,
-                prebound: None,
-            },
-            ListenSource::Shared(listener, addr) => ListenSpec {
-                addr: *addr,
-                prebound: Some(
-                    listener
-                        .try_clone()
-                        .map_err(|e| Error::io("cannot share an inherited listener", e))?,
-                ),
-            },
-        })
-    }
-}
-
-/// Binds the first socket of every address (resolving port 0 once) and
-/// returns them for shard 0, with where every other shard's come from.
-fn prebind(addrs: &[SocketAddr]) -> Result<(Vec<ListenSpec>, Vec<ListenSource>), Error> {
-    let mut specs = Vec::with_capacity(addrs.len());
-    let mut sources = Vec::with_capacity(addrs.len());
-    for &addr in addrs {
-        let listener = shard::listener::bind(addr)
-            .map_err(|source| Error::new(ErrorKind::Bind { addr, source }))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| Error::io("cannot read a listener's address", e))?;
-        sources.push(ListenSource::Bind(local));
-        specs.push(ListenSpec {
-            addr: local,
-            prebound: Some(listener),
-        });
-    }
-    Ok((specs, sources))
-}
-
-/// Takes over inherited listening sockets: shard 0 gets each one; the
-/// others bind their own when it has SO_REUSEPORT, else share it.
-fn adopt(inherited: Vec<TcpListener>) -> Result<(Vec<ListenSpec>, Vec<ListenSource>), Error> {
-    let mut specs = Vec::with_capacity(inherited.len());
-    let mut sources = Vec::with_capacity(inherited.len());
-    for listener in inherited {
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("cannot read an inherited listener's address", e))?;
-        let reuse_port = socket2::SockRef::from(&listener)
-            .reuse_port()
-            .unwrap_or(false);
-        let source = if reuse_port {
-            ListenSource::Bind(addr)
-        } else {
-            let shared = listener
-                .try_clone()
-                .map_err(|e| Error::io("cannot share an inherited listener", e))?;
-            ListenSource::Shared(shared, addr)
-        };
-        sources.push(source);
-        specs.push(ListenSpec {
-            addr,
-            prebound: Some(listener),
-        });
-    }
-    Ok((specs, sources))
 }
 
 fn preflight_error(error: shard::preflight::PreflightError) -> Error {
