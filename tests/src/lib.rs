@@ -3,6 +3,8 @@
 //!
 //! Every wait is bounded; a [`Server`] is killed when dropped.
 
+pub mod load;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -251,6 +253,16 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 pub fn get_at(addr: SocketAddr, path: &str) -> Response {
     let mut stream = connect(addr);
     send(&mut stream, &request("GET", path, &[]));
+    read_response(&mut BufReader::new(stream)).expect("a response")
+}
+
+/// `POST path` with an empty body at `addr` on a fresh connection.
+pub fn post_at(addr: SocketAddr, path: &str) -> Response {
+    let mut stream = connect(addr);
+    send(
+        &mut stream,
+        &request("POST", path, &[("content-length", "0")]),
+    );
     read_response(&mut BufReader::new(stream)).expect("a response")
 }
 

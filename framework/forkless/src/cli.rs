@@ -83,6 +83,16 @@ struct Cli {
     /// shards); port 0 picks one. Off by default.
     #[arg(long, value_name = "IP:PORT")]
     admin: Option<SocketAddr>,
+
+    /// The binary SIGUSR2 starts to take over the listening sockets (with
+    /// these same arguments); default: the path this process was started from.
+    #[arg(long, value_name = "PATH")]
+    upgrade_binary: Option<std::path::PathBuf>,
+
+    /// How long SIGUSR2 waits for the new binary to serve before it stops
+    /// it and keeps serving.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    upgrade_timeout: Duration,
 }
 
 /// Parses the process's arguments; `--help`, `--version` and usage errors
@@ -154,6 +164,8 @@ impl Cli {
             .shutdown_timeout(self.shutdown_timeout)
             .pin(!self.no_pin)
             .admin(self.admin)
+            .upgrade_binary(self.upgrade_binary)
+            .upgrade_timeout(self.upgrade_timeout)
     }
 }
 

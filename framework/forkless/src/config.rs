@@ -88,6 +88,9 @@ pub struct Config {
     pub(crate) restart: crate::RestartPolicy,
     pub(crate) stall_threshold: Option<Duration>,
     pub(crate) admin: Option<SocketAddr>,
+    /// The binary a SIGUSR2 upgrade starts; `None`: the one running.
+    pub(crate) upgrade_binary: Option<std::path::PathBuf>,
+    pub(crate) upgrade_timeout: Duration,
 }
 
 /// The default listen address when neither the app nor the command line gives one.
@@ -112,6 +115,8 @@ impl Default for Config {
             restart: crate::RestartPolicy::default(),
             stall_threshold: Some(Duration::from_millis(25)),
             admin: None,
+            upgrade_binary: None,
+            upgrade_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -202,6 +207,21 @@ impl Config {
     /// How long a graceful shutdown waits for in-flight requests.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The binary a binary upgrade (SIGUSR2) starts, with this process's
+    /// arguments. Default: the path this process was started from, so
+    /// installing the new build over it and sending SIGUSR2 upgrades.
+    pub fn upgrade_binary(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.upgrade_binary = path;
+        self
+    }
+
+    /// How long a binary upgrade waits for the new process to report every
+    /// shard listening before it stops it and keeps serving; default 30 s.
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
+        self.upgrade_timeout = timeout;
         self
     }
 

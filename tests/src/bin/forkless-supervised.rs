@@ -8,11 +8,11 @@
 //! down), `/slow/{ms}` (answers after `ms` milliseconds), `/block/{ms}`
 //! (blocks its shard's thread for `ms` milliseconds), `/hang` (never
 //! answers). With `FORKLESS_TEST_CRASH_AT_START=1` every shard panics as
-//! soon as it starts (a crash loop). With `FORKLESS_TEST_RESTART_DELAY_MS=N`
-//! a restarted shard waits `N` ms before it listens again (a long, known
-//! restart window).
+//! soon as it starts (a crash loop); with `FORKLESS_TEST_CRASH_ANEW=1` every
+//! incarnation after the first does (a reload whose new code fails). With
+//! `FORKLESS_TEST_RESTART_DELAY_MS=N` every incarnation after the first
+//! waits `N` ms before it listens (a long, known restart or reload window).
 
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use forkless::prelude::*;
@@ -22,7 +22,14 @@ async fn main(shard: Shard) -> Result<(), forkless::Error> {
     if std::env::var_os("FORKLESS_TEST_CRASH_AT_START").is_some() {
         panic!("shard {} fails at start on purpose", shard.id());
     }
-    if let Some(delay) = restart_delay(shard.id()) {
+    let anew = shard.incarnation() > 1;
+    if anew && std::env::var_os("FORKLESS_TEST_CRASH_ANEW").is_some() {
+        panic!(
+            "shard {} fails in its new incarnation on purpose",
+            shard.id()
+        );
+    }
+    if let Some(delay) = restart_delay().filter(|_| anew) {
         forkless::time::sleep(delay).await;
     }
     let boot = SystemTime::now()
@@ -67,16 +74,9 @@ async fn main(shard: Shard) -> Result<(), forkless::Error> {
         .await
 }
 
-/// With `FORKLESS_TEST_RESTART_DELAY_MS`, how long a restarted shard waits
-/// before serving; `None` at its first start.
-fn restart_delay(shard: ShardId) -> Option<Duration> {
-    // Statics outlive a shard's thread: they say whether it ran before.
-    static STARTED: Mutex<Vec<ShardId>> = Mutex::new(Vec::new());
+/// With `FORKLESS_TEST_RESTART_DELAY_MS`, how long a shard's later
+/// incarnations wait before serving.
+fn restart_delay() -> Option<Duration> {
     let ms = std::env::var("FORKLESS_TEST_RESTART_DELAY_MS").ok()?;
-    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
-    if !started.contains(&shard) {
-        started.push(shard);
-        return None;
-    }
     ms.parse().ok().map(Duration::from_millis)
 }

@@ -4,7 +4,7 @@
 //!
 //! Routes: `/` (ok), `/echo/{text}` (answers `text`), `/panic` (the handler
 //! panics), `/slow` (answers after 300 ms), `/boot` (a token that changes
-//! when the shard restarts), `/panics` (this shard's handler-panic count),
+//! when the shard restarts), `/pid` (the process id), `/panics` (this shard's handler-panic count),
 //! `/upload` (reads the body with `read_body_default`, or with
 //! `read_body(request, N)` for `/upload?limit=N`, and answers its length),
 //! `/big/{n}` (answers `n` bytes), `/open` (this shard's open connections).
@@ -62,6 +62,7 @@ async fn main(shard: Shard) -> Result<(), forkless::Error> {
                         "slow\n".into_response()
                     }
                     "/boot" => format!("{boot}\n").into_response(),
+                    "/pid" => format!("{}\n", std::process::id()).into_response(),
                     "/served" => format!("{}\n", served.get()).into_response(),
                     "/open" => format!("{}\n", shard.counters().snapshot().connections_open)
                         .into_response(),

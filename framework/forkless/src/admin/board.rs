@@ -8,7 +8,9 @@
 //! [`Board::begin_stop`] before any shard is told to stop, and cleared while
 //! any shard is not listening (starting, restarting, down). The per-shard
 //! counters are read straight from their atomics, so a view never waits for
-//! a shard.
+//! a shard: each incarnation of a shard has counters of its own (two are
+//! alive at once during a rolling reload), and a shard's numbers are what
+//! its retired incarnations counted plus what its live ones count now.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -58,6 +60,33 @@ struct Life {
     incarnation: u32,
     /// When the current incarnation was forked.
     since: Instant,
+    /// Incarnations started after a death.
+    restarts: u32,
+    /// Incarnations started by a rolling reload.
+    reloads: u32,
+}
+
+/// The counters of one shard: its live incarnations', and the sum of what
+/// its retired ones counted.
+#[derive(Debug, Default)]
+struct Tally {
+    live: Vec<(u32, Arc<ShardCounters>)>,
+    retired: CounterSnapshot,
+}
+
+impl Tally {
+    fn snapshot(&self) -> CounterSnapshot {
+        let mut total = self.retired;
+        for (_, counters) in &self.live {
+            total.absorb(&counters.snapshot());
+        }
+        total
+    }
+
+    /// The longest any live incarnation has been in one task poll.
+    fn busy_for(&self, now: Instant) -> Option<Duration> {
+        self.live.iter().filter_map(|(_, c)| c.busy_for(now)).max()
+    }
 }
 
 /// What the admin endpoint reads; see the module docs.
@@ -67,7 +96,7 @@ pub(crate) struct Board {
     ready: AtomicBool,
     stopping: AtomicBool,
     cpus: Vec<Option<usize>>,
-    counters: Vec<Arc<ShardCounters>>,
+    tallies: Vec<Mutex<Tally>>,
     lives: Mutex<Vec<Life>>,
     registry: Arc<Registry>,
 }
@@ -88,6 +117,10 @@ pub(crate) struct ShardView {
     pub(crate) cpu: Option<usize>,
     pub(crate) phase: Phase,
     pub(crate) incarnation: u32,
+    /// Incarnations started after a death.
+    pub(crate) restarts: u32,
+    /// Incarnations started by rolling reloads.
+    pub(crate) reloads: u32,
     /// Since the current incarnation was forked.
     pub(crate) uptime: Duration,
     pub(crate) counters: CounterSnapshot,
@@ -99,9 +132,9 @@ pub(crate) struct ShardView {
 }
 
 impl ShardView {
-    /// Restarts so far: incarnations after the first.
+    /// Restarts after a death so far.
     pub(crate) fn restarts(&self) -> u32 {
-        self.incarnation.saturating_sub(1)
+        self.restarts
     }
 }
 
@@ -118,17 +151,15 @@ pub(crate) struct View {
 }
 
 impl Board {
-    /// A board for shards placed on `cpus`, counted in `counters`.
-    pub(crate) fn new(
-        registry: Arc<Registry>,
-        shards: impl IntoIterator<Item = (Option<usize>, Arc<ShardCounters>)>,
-    ) -> Arc<Self> {
+    /// A board for shards placed on `cpus`.
+    pub(crate) fn new(registry: Arc<Registry>, cpus: Vec<Option<usize>>) -> Arc<Self> {
         let started = Instant::now();
-        let (cpus, counters): (Vec<_>, Vec<_>) = shards.into_iter().unzip();
         let life = Life {
             phase: Phase::Down,
             incarnation: 0,
             since: started,
+            restarts: 0,
+            reloads: 0,
         };
         Arc::new(Self {
             started,
@@ -136,8 +167,8 @@ impl Board {
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             lives: Mutex::new(vec![life; cpus.len()]),
+            tallies: cpus.iter().map(|_| Mutex::default()).collect(),
             cpus,
-            counters,
             registry,
         })
     }
@@ -152,19 +183,54 @@ impl Board {
         self.stopping.load(Ordering::Acquire)
     }
 
+    /// Counts incarnation `incarnation` of `shard` from now on.
+    pub(crate) fn attach(&self, shard: ShardId, incarnation: u32, counters: Arc<ShardCounters>) {
+        if let Some(tally) = self.tallies.get(shard.get()) {
+            lock(tally).live.push((incarnation, counters));
+        }
+    }
+
+    /// Incarnation `incarnation` of `shard` ended: keep what it counted
+    /// (its connections are closed now).
+    pub(crate) fn detach(&self, shard: ShardId, incarnation: u32) {
+        let Some(tally) = self.tallies.get(shard.get()) else {
+            return;
+        };
+        let mut tally = lock(tally);
+        let Some(at) = tally.live.iter().position(|(i, _)| *i == incarnation) else {
+            return;
+        };
+        let (_, counters) = tally.live.remove(at);
+        let mut last = counters.snapshot();
+        last.connections_open = 0;
+        tally.retired.absorb(&last);
+    }
+
+    /// The longest any live incarnation of `shard` has been in one task
+    /// poll (the systemd watchdog's test).
+    pub(crate) fn busy_for(&self, shard: ShardId, now: Instant) -> Option<Duration> {
+        lock(self.tallies.get(shard.get())?).busy_for(now)
+    }
+
     /// Records a lifecycle event of `shard` (called by the coordinator for
-    /// every event it publishes).
+    /// every event it publishes). A fork makes its incarnation the current
+    /// one; events of any other incarnation (one replaced by a reload and
+    /// finishing its requests) leave the phase alone.
     pub(crate) fn record(&self, shard: ShardId, incarnation: u32, kind: &LifecycleKind) {
-        let mut lives = self.lives.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lives = lock(&self.lives);
         let Some(life) = lives.get_mut(shard.get()) else {
             return;
         };
+        if !matches!(kind, LifecycleKind::Fork) && incarnation != life.incarnation {
+            return;
+        }
         match kind {
             LifecycleKind::Fork => {
                 *life = Life {
                     phase: Phase::Starting,
                     incarnation,
                     since: Instant::now(),
+                    ..*life
                 };
             }
             LifecycleKind::Online => life.phase = Phase::Starting,
@@ -178,10 +244,42 @@ impl Board {
             .store(all_listening && !self.is_stopping(), Ordering::Release);
     }
 
+    /// The next incarnation of `shard` is started after a death.
+    pub(crate) fn count_restart(&self, shard: ShardId) {
+        if let Some(life) = lock(&self.lives).get_mut(shard.get()) {
+            life.restarts += 1;
+        }
+    }
+
+    /// The next incarnation of `shard` is started by a rolling reload.
+    pub(crate) fn count_reload(&self, shard: ShardId) {
+        if let Some(life) = lock(&self.lives).get_mut(shard.get()) {
+            life.reloads += 1;
+        }
+    }
+
+    /// A rolling reload gave up on `shard`'s new incarnation: the listening
+    /// one it was to replace is current again.
+    pub(crate) fn reinstate(&self, shard: ShardId, incarnation: u32, since: Instant) {
+        let mut lives = lock(&self.lives);
+        if let Some(life) = lives.get_mut(shard.get()) {
+            *life = Life {
+                phase: Phase::Listening,
+                incarnation,
+                since,
+                restarts: life.restarts,
+                reloads: life.reloads.saturating_sub(1),
+            };
+        }
+        let all_listening = lives.iter().all(|l| l.phase == Phase::Listening);
+        self.ready
+            .store(all_listening && !self.is_stopping(), Ordering::Release);
+    }
+
     /// A shutdown begins: not ready from now on. Called before any shard is
     /// told to stop.
     pub(crate) fn begin_stop(&self) {
-        let _lives = self.lives.lock().unwrap_or_else(PoisonError::into_inner);
+        let _lives = lock(&self.lives);
         self.stopping.store(true, Ordering::Release);
         self.ready.store(false, Ordering::Release);
     }
@@ -194,7 +292,7 @@ impl Board {
         if self.is_ready() {
             return None;
         }
-        let lives = self.lives.lock().unwrap_or_else(PoisonError::into_inner);
+        let lives = lock(&self.lives);
         let waiting: Vec<String> = lives
             .iter()
             .enumerate()
@@ -210,30 +308,27 @@ impl Board {
 
     /// Everything at once, for `/metrics` and `/status`.
     pub(crate) fn view(&self) -> View {
-        let lives = self
-            .lives
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let lives = lock(&self.lives).clone();
         let now = Instant::now();
         let shards = lives
             .iter()
             .enumerate()
             .map(|(id, life)| {
-                let counters = self.counters.get(id);
-                let running = life.phase != Phase::Down;
+                let (counters, busy) = self.tallies.get(id).map_or_else(Default::default, |t| {
+                    let tally = lock(t);
+                    (tally.snapshot(), tally.busy_for(now))
+                });
                 ShardView {
                     id,
                     cpu: self.cpus.get(id).copied().flatten(),
                     phase: life.phase,
                     incarnation: life.incarnation,
+                    restarts: life.restarts,
+                    reloads: life.reloads,
                     uptime: now.saturating_duration_since(life.since),
-                    counters: counters.map(|c| c.snapshot()).unwrap_or_default(),
+                    counters,
                     queued: self.registry.queued(ShardId::new(id)),
-                    busy: counters
-                        .filter(|_| running)
-                        .and_then(|c| c.busy_for(now))
-                        .unwrap_or_default(),
+                    busy: busy.unwrap_or_default(),
                 }
             })
             .collect();
@@ -251,6 +346,10 @@ impl Board {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,10 +357,7 @@ mod tests {
 
     fn board(shards: usize) -> Arc<Board> {
         let registry = Arc::new(Registry::new(shards, 4));
-        Board::new(
-            registry,
-            (0..shards).map(|_| (None, Arc::new(ShardCounters::default()))),
-        )
+        Board::new(registry, vec![None; shards])
     }
 
     fn all(board: &Board, shards: usize, incarnation: u32, kind: LifecycleKind) {
@@ -294,6 +390,7 @@ mod tests {
         let dead = LifecycleKind::Exit(ExitReason::Panicked("boom".into()));
         board.record(ShardId::new(1), 1, &dead);
         assert!(!board.is_ready());
+        board.count_restart(ShardId::new(1));
         board.record(ShardId::new(1), 2, &LifecycleKind::Fork);
         assert!(!board.is_ready());
         board.record(ShardId::new(1), 2, &LifecycleKind::Listening);
@@ -302,6 +399,45 @@ mod tests {
         assert_eq!(view.shards[1].incarnation, 2);
         assert_eq!(view.shards[1].restarts(), 1);
         assert_eq!(view.shards[0].restarts(), 0);
+    }
+
+    #[test]
+    fn a_reload_keeps_counting_both_incarnations_and_ignores_the_old_ones_events() {
+        let board = board(1);
+        let shard = ShardId::new(0);
+        let (first, second) = (
+            Arc::new(ShardCounters::default()),
+            Arc::new(ShardCounters::default()),
+        );
+        board.attach(shard, 1, first.clone());
+        board.record(shard, 1, &LifecycleKind::Fork);
+        board.record(shard, 1, &LifecycleKind::Listening);
+        first.request(200, Duration::from_micros(10));
+        first.connection_opened();
+
+        board.count_reload(shard);
+        board.attach(shard, 2, second.clone());
+        board.record(shard, 2, &LifecycleKind::Fork);
+        board.record(shard, 2, &LifecycleKind::Listening);
+        board.record(shard, 1, &LifecycleKind::Disconnect);
+        second.request(200, Duration::from_micros(10));
+        second.connection_opened();
+        let view = board.view();
+        assert_eq!(view.shards[0].phase, Phase::Listening);
+        assert_eq!(view.shards[0].counters.requests, 2);
+        assert_eq!(view.shards[0].counters.connections_open, 2);
+
+        board.detach(shard, 1);
+        board.record(shard, 1, &LifecycleKind::Exit(ExitReason::Returned));
+        let view = board.view();
+        assert!(
+            board.is_ready(),
+            "the old incarnation's exit is not the shard's"
+        );
+        assert_eq!(view.shards[0].counters.requests, 2, "what it counted stays");
+        assert_eq!(view.shards[0].counters.connections_open, 1);
+        assert_eq!(view.shards[0].incarnation, 2);
+        assert_eq!((view.shards[0].restarts(), view.shards[0].reloads), (0, 1));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Every per-shard series carries a `shard="N"` label; the values are read
 //! from each shard's counters at scrape time (see [`Board::view`]), never by
 //! asking the shard, so a scrape answers while a shard is stuck or
-//! restarting. Counters keep counting across restarts of their shard.
+//! restarting. Counters keep counting across restarts and reloads of their
+//! shard.
 //! `docs/operations.md` lists every metric.
 //!
 //! [`Board::view`]: super::board::Board::view
@@ -105,8 +106,15 @@ pub(crate) fn render(view: &View) -> String {
         shards,
         "forkless_shard_restarts_total",
         "counter",
-        "Times the shard was restarted after dying (incarnation - 1).",
+        "Times the shard was restarted after dying.",
         ShardView::restarts,
+    );
+    f.per_shard(
+        shards,
+        "forkless_shard_reloads_total",
+        "counter",
+        "Times the shard was replaced by a rolling reload.",
+        |s| s.reloads,
     );
     f.per_shard(
         shards,

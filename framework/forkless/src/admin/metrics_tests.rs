@@ -20,11 +20,9 @@ fn board(shards: usize) -> (Arc<Board>, Vec<Arc<ShardCounters>>) {
     let counters: Vec<_> = (0..shards)
         .map(|_| Arc::new(ShardCounters::default()))
         .collect();
-    let board = Board::new(
-        Arc::new(Registry::new(shards, 8)),
-        counters.iter().map(|c| (Some(0), c.clone())),
-    );
-    for id in 0..shards {
+    let board = Board::new(Arc::new(Registry::new(shards, 8)), vec![Some(0); shards]);
+    for (id, counters) in counters.iter().enumerate() {
+        board.attach(ShardId::new(id), 1, counters.clone());
         board.record(ShardId::new(id), 1, &LifecycleKind::Fork);
         board.record(ShardId::new(id), 1, &LifecycleKind::Listening);
     }
@@ -171,6 +169,7 @@ fn counters_come_back_per_shard_with_their_labels() {
         1,
         &LifecycleKind::Exit(ExitReason::Panicked("boom".into())),
     );
+    board.count_restart(ShardId::new(1));
     board.record(ShardId::new(1), 2, &LifecycleKind::Fork);
 
     let view: View = board.view();

@@ -1,7 +1,8 @@
 //! The admin endpoint (`--admin IP:PORT`): health for orchestrators,
 //! Prometheus metrics and the per-shard status table, on a port of its own.
 //!
-//! Routes (`GET`, or `HEAD`; other methods `405`, other paths `404`):
+//! Routes (`GET`, or `HEAD`, except the two `POST`s; other methods `405`,
+//! other paths `404`):
 //!
 //! - `/livez`: `200 ok` while the process runs.
 //! - `/readyz`: `200` while every shard listens and no shutdown has begun;
@@ -12,6 +13,10 @@
 //! - `/metrics`: Prometheus text for the whole process, every per-shard
 //!   series labelled `shard` (`metrics.rs`).
 //! - `/status`: the per-shard table as JSON (`status.rs`).
+//! - `POST /reload`: starts a rolling reload, as SIGHUP does (`202`).
+//! - `POST /upgrade`: starts a binary upgrade, as SIGUSR2 does (`202`).
+//!   Both only start the work: the coordinator logs how it goes, and
+//!   `/status` shows each shard's new incarnation.
 //!
 //! **It never runs on a shard.** The admin endpoint must answer while every
 //! shard is stuck or restarting, so it runs on threads of its own and reads
@@ -40,22 +45,45 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub(crate) use board::Board;
-use server::{AdminServer, Answer, Request};
+pub(crate) use server::AdminServer;
+use server::{Answer, Request};
 use status::Rates;
 
 use crate::Error;
 
-/// Binds `addr`, prints `admin on http://IP:PORT` on stdout and serves the
-/// admin routes from `board` until the returned server is dropped.
-pub(crate) fn start(addr: SocketAddr, board: Arc<Board>) -> Result<AdminServer, Error> {
-    let listener = TcpListener::bind(addr).map_err(|e| {
+/// What an operator can start through the admin endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// A rolling reload (`POST /reload`).
+    Reload,
+    /// A binary upgrade (`POST /upgrade`).
+    Upgrade,
+}
+
+/// Hands an [`Action`] to the coordinator; `false` when it is gone.
+pub(crate) type Actions = Box<dyn Fn(Action) -> bool + Send + Sync>;
+
+/// Binds the admin address.
+pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).map_err(|e| {
         Error::config(format!(
             "cannot listen on the admin address {addr}: {e}; choose another --admin"
         ))
-    })?;
+    })
+}
+
+/// Prints `admin on http://IP:PORT` on stdout and serves the admin routes
+/// from `board` on `listener` until the returned server is dropped.
+pub(crate) fn start(
+    listener: TcpListener,
+    board: Arc<Board>,
+    actions: Actions,
+) -> Result<AdminServer, Error> {
     let rates = Rates::new(Instant::now());
-    let server = AdminServer::start(listener, move |request| route(request, &board, &rates))
-        .map_err(|e| Error::io("cannot start the admin endpoint's thread", e))?;
+    let server = AdminServer::start(listener, move |request| {
+        route(request, &board, &rates, &actions)
+    })
+    .map_err(|e| Error::io("cannot start the admin endpoint's thread", e))?;
     announce(server.addr());
     Ok(server)
 }
@@ -69,10 +97,21 @@ fn announce(addr: SocketAddr) {
 }
 
 /// Answers one admin request.
-fn route(request: &Request, board: &Board, rates: &Rates) -> Answer {
+fn route(request: &Request, board: &Board, rates: &Rates, actions: &Actions) -> Answer {
+    let action = match request.path.as_str() {
+        "/reload" => Some(Action::Reload),
+        "/upgrade" => Some(Action::Upgrade),
+        _ => None,
+    };
+    if let Some(action) = action {
+        return start_action(request, action, actions);
+    }
     let known = ["/livez", "/readyz", "/metrics", "/status"];
     if !known.contains(&request.path.as_str()) {
-        return Answer::text(404, "not found: try /livez, /readyz, /metrics or /status\n");
+        return Answer::text(
+            404,
+            "not found: try /livez, /readyz, /metrics, /status, POST /reload or POST /upgrade\n",
+        );
     }
     if request.method != "GET" && request.method != "HEAD" {
         let mut answer = Answer::text(405, "method not allowed: use GET\n");
@@ -105,28 +144,67 @@ fn route(request: &Request, board: &Board, rates: &Rates) -> Answer {
     }
 }
 
+fn start_action(request: &Request, action: Action, actions: &Actions) -> Answer {
+    if request.method != "POST" {
+        let mut answer = Answer::text(405, "method not allowed: use POST\n");
+        answer.headers.push(("allow", "POST"));
+        return answer;
+    }
+    if !actions(action) {
+        return Answer::text(503, "the process is exiting\n");
+    }
+    let what = match action {
+        Action::Reload => "rolling reload",
+        Action::Upgrade => "binary upgrade",
+    };
+    Answer::text(
+        202,
+        format!("{what} requested; the log and /status show how it goes\n"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ShardId;
     use crate::bus::mesh::Registry;
     use crate::coordinator::LifecycleKind;
-    use crate::shard::ShardCounters;
 
-    fn get(path: &str, board: &Board) -> Answer {
+    fn ask(method: &str, path: &str, board: &Board, actions: &Actions) -> Answer {
         let request = Request {
-            method: "GET".into(),
+            method: method.into(),
             path: path.into(),
         };
-        route(&request, board, &Rates::new(Instant::now()))
+        route(&request, board, &Rates::new(Instant::now()), actions)
+    }
+
+    fn get(path: &str, board: &Board) -> Answer {
+        ask("GET", path, board, &(Box::new(|_| true) as Actions))
+    }
+
+    #[test]
+    fn reload_and_upgrade_are_posts_handed_to_the_coordinator() {
+        let board = Board::new(Arc::new(Registry::new(1, 4)), vec![None]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let actions: Actions =
+            Box::new(move |action| tx.lock().map(|tx| tx.send(action).is_ok()).unwrap_or(false));
+        assert_eq!(ask("POST", "/reload", &board, &actions).status, 202);
+        assert_eq!(ask("POST", "/upgrade", &board, &actions).status, 202);
+        let refused = ask("GET", "/reload", &board, &actions);
+        assert_eq!(refused.status, 405);
+        assert_eq!(refused.headers, [("allow", "POST")]);
+        assert_eq!(
+            rx.try_iter().collect::<Vec<_>>(),
+            [Action::Reload, Action::Upgrade]
+        );
+        let gone: Actions = Box::new(|_| false);
+        assert_eq!(ask("POST", "/reload", &board, &gone).status, 503);
     }
 
     #[test]
     fn routes_answer_with_the_right_status() {
-        let board = Board::new(
-            Arc::new(Registry::new(1, 4)),
-            [(None, Arc::new(ShardCounters::default()))],
-        );
+        let board = Board::new(Arc::new(Registry::new(1, 4)), vec![None]);
         assert_eq!(get("/livez", &board).status, 200);
         let not_ready = get("/readyz", &board);
         assert_eq!(not_ready.status, 503);
@@ -145,7 +223,12 @@ mod tests {
             method: "POST".into(),
             path: "/readyz".into(),
         };
-        let refused = route(&post, &board, &Rates::new(Instant::now()));
+        let refused = route(
+            &post,
+            &board,
+            &Rates::new(Instant::now()),
+            &(Box::new(|_| true) as Actions),
+        );
         assert_eq!(refused.status, 405);
         assert_eq!(refused.headers, [("allow", "GET, HEAD")]);
         board.begin_stop();

@@ -6,14 +6,20 @@
 //! closed at once, by the accepting thread). A request head must arrive
 //! whole within [`READ_TIMEOUT`] and fit in [`MAX_HEAD`] bytes (`408` and
 //! `431` otherwise, `400` when it does not parse); the answer must leave
-//! within [`WRITE_TIMEOUT`]. A request body is never read: every route is a
-//! `GET`. So a slow or hostile client holds one thread for a few seconds at
-//! most, and never a shard.
+//! within [`WRITE_TIMEOUT`]. A request body is never read (the `POST` routes
+//! take none). So a slow or hostile client holds one thread for a few
+//! seconds at most, and never a shard.
+//!
+//! The accepting thread waits in `poll(2)` on the listener and on a wake-up
+//! socket: stopping the server wakes it without touching the listening
+//! socket itself, which a binary upgrade has handed on to the next process.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -175,8 +181,8 @@ fn read_head(stream: &mut TcpStream) -> Result<Request, HeadError> {
 #[derive(Debug)]
 pub(crate) struct AdminServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    listener: Arc<TcpListener>,
+    /// Written to (or closed) to wake the accepting thread and stop it.
+    wake: Option<UnixStream>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -188,20 +194,14 @@ impl AdminServer {
         F: Fn(&Request) -> Answer + Send + Sync + 'static,
     {
         let addr = listener.local_addr()?;
-        let listener = Arc::new(listener);
-        let stop = Arc::new(AtomicBool::new(false));
+        listener.set_nonblocking(true)?;
+        let (wake, woken) = UnixStream::pair()?;
         let thread = std::thread::Builder::new()
             .name("forkless-admin".into())
-            .spawn({
-                let listener = listener.clone();
-                let stop = stop.clone();
-                let route = Arc::new(route);
-                move || accept_loop(&listener, &stop, route)
-            })?;
+            .spawn(move || accept_loop(&listener, &woken, Arc::new(route)))?;
         Ok(Self {
             addr,
-            stop,
-            listener,
+            wake: Some(wake),
             thread: Some(thread),
         })
     }
@@ -214,53 +214,85 @@ impl AdminServer {
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wakes the blocked accept (Linux: it fails with EINVAL).
-        let _ = socket2::SockRef::from(&*self.listener).shutdown(Shutdown::Both);
+        // Closing our end makes the other end readable (end of stream).
+        drop(self.wake.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-fn accept_loop<F>(listener: &TcpListener, stop: &AtomicBool, route: Arc<F>)
+/// Waits until the listener has a connection (`true`) or the server stops.
+fn wait_for_connection(listener: &TcpListener, woken: &UnixStream) -> bool {
+    let mut fds = [
+        libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: woken.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is a valid array of two pollfds for the whole call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if ready < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return false;
+        }
+        if fds[1].revents != 0 {
+            return false;
+        }
+        if fds[0].revents != 0 {
+            return true;
+        }
+    }
+}
+
+fn accept_loop<F>(listener: &TcpListener, woken: &UnixStream, route: Arc<F>)
 where
     F: Fn(&Request) -> Answer + Send + Sync + 'static,
 {
     let active = Arc::new(AtomicUsize::new(0));
-    loop {
-        let accepted = listener.accept();
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "admin endpoint: accept failed; retrying");
-                std::thread::sleep(ACCEPT_BACKOFF);
+    while wait_for_connection(listener, woken) {
+        loop {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "admin endpoint: accept failed; retrying");
+                    std::thread::sleep(ACCEPT_BACKOFF);
+                    break;
+                }
+            };
+            // Accepted sockets do not inherit O_NONBLOCK; the timeouts apply.
+            if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                active.fetch_sub(1, Ordering::AcqRel);
+                let busy = Answer::text(503, "too many admin connections; retry\n");
+                let _ = stream.set_write_timeout(Some(BUSY_WRITE_TIMEOUT));
+                let _ = (&stream).write_all(&busy.to_bytes(false));
                 continue;
             }
-        };
-        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::AcqRel);
-            let busy = Answer::text(503, "too many admin connections; retry\n");
-            let _ = stream.set_write_timeout(Some(BUSY_WRITE_TIMEOUT));
-            let _ = (&stream).write_all(&busy.to_bytes(false));
-            continue;
-        }
-        let spawned = std::thread::Builder::new()
-            .name("forkless-admin-conn".into())
-            .spawn({
-                let route = route.clone();
-                let active = active.clone();
-                move || {
-                    serve(stream, &*route);
-                    active.fetch_sub(1, Ordering::AcqRel);
-                }
-            });
-        if let Err(error) = spawned {
-            active.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(%error, "admin endpoint: cannot start a connection thread");
+            let spawned = std::thread::Builder::new()
+                .name("forkless-admin-conn".into())
+                .spawn({
+                    let route = route.clone();
+                    let active = active.clone();
+                    move || {
+                        serve(stream, &*route);
+                        active.fetch_sub(1, Ordering::AcqRel);
+                    }
+                });
+            if let Err(error) = spawned {
+                active.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(%error, "admin endpoint: cannot start a connection thread");
+            }
         }
     }
 }

@@ -90,6 +90,7 @@ pub(crate) fn render(view: &View, rates: &Rates, now: Instant) -> Value {
                 "incarnation": shard.incarnation,
                 "uptime_seconds": tenths(shard.uptime.as_secs_f64()),
                 "restarts": shard.restarts(),
+                "reloads": shard.reloads,
                 "requests": c.requests,
                 "requests_per_second": tenths(*rate),
                 "connections_open": c.connections_open,
@@ -143,13 +144,10 @@ mod tests {
     #[test]
     fn the_table_has_a_row_per_shard() {
         let counters: Vec<_> = (0..3).map(|_| Arc::new(ShardCounters::default())).collect();
-        let board = Board::new(
-            Arc::new(Registry::new(3, 8)),
-            counters
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (Some(i), c.clone())),
-        );
+        let board = Board::new(Arc::new(Registry::new(3, 8)), (0..3).map(Some).collect());
+        for (id, counters) in counters.iter().enumerate() {
+            board.attach(ShardId::new(id), 1, counters.clone());
+        }
         for id in 0..3 {
             board.record(ShardId::new(id), 1, &LifecycleKind::Fork);
         }

@@ -244,6 +244,8 @@ pub(crate) struct Registry {
 struct RegistryState {
     meshes: HashMap<TypeId, Entry>,
     open: Vec<bool>,
+    /// The incarnation of each shard that owns its inbox.
+    owner: Vec<u32>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -263,6 +265,7 @@ impl Registry {
             state: Mutex::new(RegistryState {
                 meshes: HashMap::new(),
                 open: vec![true; shards],
+                owner: vec![0; shards],
             }),
             closed: Arc::new(Event::new()),
         }
@@ -308,18 +311,36 @@ impl Registry {
             .sum()
     }
 
-    /// Marks a shard running (at start) or not (when its thread ends).
-    pub(crate) fn set_open(&self, shard: ShardId, open: bool) {
+    /// Hands `shard`'s inbox to its incarnation `incarnation`: messages
+    /// sent from now on reach that incarnation (on a rolling reload, the
+    /// one before keeps what was already queued for it).
+    pub(crate) fn activate(&self, shard: ShardId, incarnation: u32) {
         let mut state = lock(&self.state);
+        if let Some(owner) = state.owner.get_mut(shard.get()) {
+            *owner = incarnation;
+        }
+        Self::set_open(&mut state, shard, true);
+    }
+
+    /// Incarnation `incarnation` of `shard` ended: when it still owned the
+    /// inbox, the shard is closed (senders see `Closed`, waiting calls give
+    /// up) until the next [`activate`](Self::activate).
+    pub(crate) fn retire(&self, shard: ShardId, incarnation: u32) {
+        let mut state = lock(&self.state);
+        if state.owner.get(shard.get()) != Some(&incarnation) {
+            return;
+        }
+        Self::set_open(&mut state, shard, false);
+        drop(state);
+        self.closed.notify(usize::MAX);
+    }
+
+    fn set_open(state: &mut RegistryState, shard: ShardId, open: bool) {
         if let Some(flag) = state.open.get_mut(shard.get()) {
             *flag = open;
         }
         for entry in state.meshes.values() {
             entry.lifecycle.set_open(shard, open);
-        }
-        drop(state);
-        if !open {
-            self.closed.notify(usize::MAX);
         }
     }
 }
@@ -360,8 +381,16 @@ mod tests {
         assert_eq!(counters[0].snapshot().bus_sent, 3);
         assert_eq!(counters[1].snapshot().bus_received, 1);
 
-        // A stopped shard's rings are gone with it.
-        registry.set_open(two, false);
+        // A stopped shard's rings are gone with it; an older incarnation
+        // ending changes nothing.
+        registry.activate(two, 2);
+        registry.retire(two, 1);
+        assert_eq!(
+            registry.queued(two),
+            3,
+            "incarnation 1 did not own the inbox"
+        );
+        registry.retire(two, 2);
         assert_eq!(
             registry.queued(two),
             1,

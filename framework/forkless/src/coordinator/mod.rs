@@ -1,5 +1,5 @@
 //! The coordinator: starts the shards, supervises them, owns the signals and
-//! runs shutdown.
+//! runs shutdown, rolling reload and binary upgrade.
 //!
 //! It runs on the thread that called [`Runtime::run`](crate::Runtime::run)
 //! and never does I/O for requests. Shards tell it what happens to them
@@ -9,52 +9,81 @@
 //!
 //! A shard whose thread dies (a panic outside the request guard, a failing
 //! shard function) is restarted on its CPU after a backoff, with the same
-//! [`ShardId`]; its bus queues reopen for the new incarnation and it rejoins
-//! the port. Too many deaths of one shard within the crash-loop window
-//! ([`RestartPolicy`]) stop the whole process with an error naming the shard
-//! and its last panic.
+//! [`ShardId`]; its bus queues reopen for the new incarnation and it accepts
+//! from the same listening sockets (the coordinator keeps them, `listen.rs`),
+//! so connections waiting in their queues are served, not reset. Too many
+//! deaths of one shard within the crash-loop window ([`RestartPolicy`]) stop
+//! the whole process with an error naming the shard and its last panic.
+//!
+//! **Rolling reload** (SIGHUP, `POST /reload`): one shard at a time, a new
+//! incarnation starts beside the old one on the same sockets; once it
+//! listens, the old one is told to stop: it stops accepting (leaving the
+//! queue to the new one) and finishes its connections as in a shutdown.
+//! When it has exited, the next shard follows. A new incarnation that dies
+//! or does not listen in time ends the reload; the old one keeps serving.
+//!
+//! **Binary upgrade** (SIGUSR2, `POST /upgrade`): the new binary starts with
+//! every listening socket (`upgrade.rs`); when it reports every shard
+//! listening, this process drains and exits 0; if it exits or is not ready
+//! in time, this one keeps serving.
 
 mod handle;
 pub(crate) mod lifecycle;
 mod listen;
 mod policy;
 mod signals;
+mod standin;
 mod systemd;
+mod upgrade;
 
+use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 pub use handle::{Coordinator, CoordinatorBus};
 pub use lifecycle::{ExitReason, LifecycleEvent, LifecycleKind};
 pub use policy::RestartPolicy;
 
-use crate::admin::Board;
+use crate::admin::{self, Action, AdminServer, Board};
 use crate::bus::mesh::Registry;
 use crate::entry::ShardOutcome;
 use crate::error::ErrorKind;
-use crate::shard::{self, ListenSpec, Shard, ShardCounters, ShardId, ShardParts};
+use crate::shard::{self, Shard, ShardCounters, ShardId, ShardParts};
 use crate::{Config, Error, Shards};
 use lifecycle::Subscribers;
-use listen::{ListenSource, adopt, prebind};
 use policy::{Deaths, Verdict};
 
-/// What a shard (or the signal thread, or the app) tells the coordinator.
+/// What a shard (or the signal thread, the admin endpoint, the upgrade
+/// watcher, or the app) tells the coordinator. Shard events name the
+/// incarnation they come from.
 #[derive(Debug)]
 pub(crate) enum Event {
     /// The shard's executor runs and its function started.
-    Online(ShardId),
-    /// The shard accepts connections; these are second descriptors of its
-    /// listening sockets.
-    Listening(ShardId, Vec<TcpListener>),
+    Online(ShardId, u32),
+    /// The shard accepts connections.
+    Listening(ShardId, u32),
     /// The shard's thread is about to end.
-    Exited(ShardId, Exit),
+    Exited(ShardId, u32, Exit),
     /// A shutdown signal arrived.
     Signal(i32),
     /// The app asked for a graceful shutdown ([`Coordinator::shutdown`]).
     Shutdown,
+    /// SIGHUP or `POST /reload`.
+    Reload,
+    /// SIGUSR2 or `POST /upgrade`.
+    Upgrade,
+    /// The upgrade's new process (this pid) listens on every shard.
+    UpgradeReady(libc::pid_t),
+    /// The upgrade's new process will not take over, and why.
+    UpgradeFailed(String),
+    /// A stand-in accepted this connection for a shard that is down.
+    Orphan(ShardId, std::net::TcpStream),
 }
 
 /// How a shard ended.
@@ -71,8 +100,10 @@ pub(crate) enum Exit {
 /// What the coordinator tells a shard.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Begin a graceful shutdown.
+    /// Stop accepting and finish what is in flight.
     Stop,
+    /// Serve this connection, accepted for a shard that is down.
+    Adopt(std::net::TcpStream),
 }
 
 /// App code that runs on its own thread beside the shards.
@@ -90,6 +121,18 @@ where
     Fut::Output: ShardOutcome,
 {
     let started = Instant::now();
+    // Before any thread exists: glommio registers the process for private
+    // expedited membarrier, which is instant in a single-threaded process
+    // and, with threads, waits for an RCU grace period (seen stuck for
+    // seconds when a binary upgrade starts beside a loaded process).
+    glommio::early_init();
+    // Read first: a binary upgrade starts this path with these arguments
+    // (the file at the path may be replaced by then: that is the point).
+    let program = config
+        .upgrade_binary
+        .clone()
+        .or_else(|| std::env::current_exe().ok());
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     shard::preflight::check_io_uring().map_err(preflight_error)?;
     let budget = shard::cpus::detect();
     let count = match config.shards {
@@ -120,18 +163,23 @@ where
 
     let inherited =
         systemd::listen_fds().map_err(|e| Error::io("cannot use the inherited listeners", e))?;
-    let (first, sources) = if inherited.is_empty() {
-        prebind(&config.listen)?
+    let mut sockets = if inherited.is_empty() {
+        listen::bind(&config.listen, count)?
     } else {
         tracing::info!(
             sockets = inherited.len(),
             "using inherited listening sockets (LISTEN_FDS) instead of --listen"
         );
-        adopt(inherited)?
+        listen::adopt(inherited, count)?
     };
-    let addrs: Vec<SocketAddr> = sources.iter().map(ListenSource::addr).collect();
+    let admin_socket = match (sockets.admin.take(), config.admin) {
+        (Some(inherited), _) => Some(inherited),
+        (None, Some(addr)) => Some(admin::bind(addr)?),
+        (None, None) => None,
+    };
     let notifier = systemd::Notifier::from_env();
     let watchdog = notifier.as_ref().and(systemd::watchdog_interval());
+    let parent = systemd::Notifier::from_var(upgrade::READY_ENV);
     let (events_tx, events) = flume::unbounded();
     let signals = signals::Listener::start(events_tx.clone())
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
@@ -145,17 +193,31 @@ where
         subscribers.clone(),
     );
 
-    let shards: Vec<ShardState> = placement.into_iter().map(ShardState::new).collect();
-    let board = Board::new(
-        registry.clone(),
-        shards.iter().map(|s| (s.cpu, s.counters.clone())),
-    );
+    let board = Board::new(registry.clone(), placement.clone());
     // Before the shards start, so `/livez` answers (and `/readyz` says why
-    // not) from the first moment; stopped when this function returns.
-    let _admin = match config.admin {
-        Some(addr) => Some(crate::admin::start(addr, board.clone())?),
+    // not) from the first moment; stopped when the supervisor is dropped.
+    let admin = match &admin_socket {
+        Some(socket) => {
+            let actions = events_tx.clone();
+            Some(admin::start(
+                listen::dup(socket)?,
+                board.clone(),
+                Box::new(move |action| {
+                    let event = match action {
+                        Action::Reload => Event::Reload,
+                        Action::Upgrade => Event::Upgrade,
+                    };
+                    actions.send(event).is_ok()
+                }),
+            )?)
+        }
         None => None,
     };
+    let shards: Vec<ShardState> = placement
+        .into_iter()
+        .zip(sockets.shards)
+        .map(|(cpu, sockets)| ShardState::new(cpu, sockets))
+        .collect();
     let mut supervisor = Supervisor {
         config: Arc::new(config),
         shard_fn,
@@ -163,9 +225,9 @@ where
         registry,
         subscribers,
         events_tx,
-        addrs,
-        sources,
+        addrs: sockets.addrs,
         notifier,
+        parent,
         watchdog: watchdog.map(|every| (every, Instant::now() + every)),
         shards,
         board,
@@ -173,11 +235,18 @@ where
         announced: false,
         stop_deadline: None,
         failure: None,
+        reload: None,
+        upgrade: None,
+        handed_over: false,
+        admin,
+        admin_socket,
+        program,
+        args,
+        orphans: VecDeque::new(),
+        next_adopter: 0,
     };
-    let mut first = Some(first);
     for index in 0..count {
-        let listen = first.take();
-        supervisor.spawn(ShardId::new(index), listen)?;
+        supervisor.spawn(ShardId::new(index))?;
     }
     tracing::debug!(shards = count, io_memory, "shards started");
 
@@ -196,44 +265,100 @@ where
     }
     if outcome.is_ok() {
         for state in &mut supervisor.shards {
-            if let Some(thread) = state.thread.take() {
-                let _ = thread.join();
+            for incarnation in state.current.iter_mut().chain(&mut state.retiring) {
+                if let Some(thread) = incarnation.thread.take() {
+                    let _ = thread.join();
+                }
             }
         }
     }
     outcome
 }
 
+/// One running incarnation of a shard.
+struct Incarnation {
+    number: u32,
+    control: flume::Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+    listening: bool,
+    /// When it was forked.
+    since: Instant,
+}
+
+impl Incarnation {
+    fn stop(&self) {
+        // A closed channel means its thread is already ending.
+        let _ = self.control.send(Command::Stop);
+    }
+
+    fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// What the coordinator knows about one shard.
 struct ShardState {
     cpu: Option<usize>,
-    counters: Arc<ShardCounters>,
-    control: Option<flume::Sender<Command>>,
-    thread: Option<JoinHandle<()>>,
-    incarnation: u32,
-    listening: bool,
-    running: bool,
-    /// Second descriptors of its listening sockets.
-    listeners: Vec<TcpListener>,
+    /// Its listening sockets; every incarnation gets descriptors of them.
+    sockets: Vec<TcpListener>,
+    /// The incarnation that serves and owns the bus inbox; `None` while
+    /// the shard is down.
+    current: Option<Incarnation>,
+    /// Incarnations a rolling reload replaced, finishing their requests.
+    retiring: Vec<Incarnation>,
+    /// Number of the latest incarnation started.
+    latest: u32,
     deaths: Deaths,
     restart_at: Option<Instant>,
+    /// Accepts on its sockets while no incarnation of it listens.
+    standin: Option<standin::StandIn>,
 }
 
 impl ShardState {
-    fn new(cpu: Option<usize>) -> Self {
+    fn new(cpu: Option<usize>, sockets: Vec<TcpListener>) -> Self {
         Self {
             cpu,
-            counters: Arc::new(ShardCounters::default()),
-            control: None,
-            thread: None,
-            incarnation: 0,
-            listening: false,
-            running: false,
-            listeners: Vec::new(),
+            sockets,
+            current: None,
+            retiring: Vec::new(),
+            latest: 0,
             deaths: Deaths::default(),
             restart_at: None,
+            standin: None,
         }
     }
+
+    fn listening(&self) -> bool {
+        self.current.as_ref().is_some_and(|c| c.listening)
+    }
+
+    fn take_retiring(&mut self, number: u32) -> Option<Incarnation> {
+        let at = self.retiring.iter().position(|i| i.number == number)?;
+        Some(self.retiring.remove(at))
+    }
+}
+
+/// A rolling reload in progress.
+#[derive(Debug)]
+struct Reload {
+    /// Shards still to replace, in order.
+    pending: VecDeque<ShardId>,
+    /// The shard being replaced now.
+    step: Option<Step>,
+}
+
+/// One shard's turn in a rolling reload.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    shard: ShardId,
+    old: u32,
+    new: u32,
+    /// The new incarnation listens and the old one was told to stop.
+    draining: bool,
+    /// When waiting for the current phase gives up.
+    deadline: Instant,
 }
 
 struct Supervisor<F> {
@@ -244,11 +369,12 @@ struct Supervisor<F> {
     subscribers: Arc<Subscribers>,
     events_tx: flume::Sender<Event>,
     addrs: Vec<SocketAddr>,
-    /// How each shard gets its listener for each address.
-    sources: Vec<ListenSource>,
     notifier: Option<systemd::Notifier>,
+    /// The process whose binary upgrade started this one, waiting for
+    /// `READY=1`.
+    parent: Option<systemd::Notifier>,
     /// `WATCHDOG=1` interval and the next ping.
-    watchdog: Option<(std::time::Duration, Instant)>,
+    watchdog: Option<(Duration, Instant)>,
     shards: Vec<ShardState>,
     /// What the admin endpoint reports: lifecycle state and readiness.
     board: Arc<Board>,
@@ -256,6 +382,21 @@ struct Supervisor<F> {
     announced: bool,
     stop_deadline: Option<Instant>,
     failure: Option<Error>,
+    reload: Option<Reload>,
+    /// A binary upgrade's new process that has not reported yet.
+    upgrade: Option<upgrade::Pending>,
+    /// A binary upgrade took over: this process drains and exits.
+    handed_over: bool,
+    admin: Option<AdminServer>,
+    /// The admin listening socket, handed on by a binary upgrade.
+    admin_socket: Option<TcpListener>,
+    /// What a binary upgrade starts.
+    program: Option<PathBuf>,
+    args: Vec<OsString>,
+    /// Connections stand-ins accepted while no shard listened.
+    orphans: VecDeque<std::net::TcpStream>,
+    /// Where the next orphan goes (round robin over listening shards).
+    next_adopter: usize,
 }
 
 impl<F, Fut> Supervisor<F>
@@ -264,44 +405,53 @@ where
     Fut: Future + 'static,
     Fut::Output: ShardOutcome,
 {
-    /// Starts (or restarts) shard `id`; `listen` carries shard 0's prebound
-    /// sockets at first start, otherwise each shard binds its own.
-    fn spawn(&mut self, id: ShardId, listen: Option<Vec<ListenSpec>>) -> Result<(), Error> {
-        let listen = match listen {
-            Some(listen) => listen,
-            None => self
-                .sources
-                .iter()
-                .map(ListenSource::spec)
-                .collect::<Result<_, _>>()?,
-        };
+    /// Starts a new incarnation of shard `id`; it becomes the current one
+    /// (any previous one must have been moved out of `current` first).
+    fn spawn(&mut self, id: ShardId) -> Result<(), Error> {
+        let count = self.registry.shards();
         let Some(state) = self.shards.get_mut(id.get()) else {
             return Err(Error::config(format!("no shard {id}")));
         };
+        let listen = state
+            .sockets
+            .iter()
+            .map(listen::dup)
+            .collect::<Result<Vec<_>, _>>()?;
+        let number = state.latest + 1;
+        let counters = Arc::new(ShardCounters::default());
         let (control, control_rx) = flume::unbounded();
         let parts = ShardParts {
             id,
-            count: self.registry.shards(),
+            incarnation: number,
+            count,
             cpu: state.cpu,
             config: self.config.clone(),
             listen,
             events: self.events_tx.clone(),
-            counters: state.counters.clone(),
+            counters: counters.clone(),
             bus: self.registry.clone(),
         };
-        if state.incarnation > 0 {
-            self.registry.set_open(id, true);
-        }
-        let thread = shard::thread::spawn(parts, self.io_memory, control_rx, self.shard_fn.clone())
-            .map_err(|e| Error::io("cannot start a shard thread", e))?;
-        state.incarnation += 1;
-        state.control = Some(control);
-        state.thread = Some(thread);
-        state.running = true;
-        state.listening = false;
+        self.registry.activate(id, number);
+        self.board.attach(id, number, counters);
+        let thread =
+            match shard::thread::spawn(parts, self.io_memory, control_rx, self.shard_fn.clone()) {
+                Ok(thread) => thread,
+                Err(e) => {
+                    self.board.detach(id, number);
+                    self.registry.retire(id, number);
+                    return Err(Error::io("cannot start a shard thread", e));
+                }
+            };
+        state.latest = number;
+        state.current = Some(Incarnation {
+            number,
+            control,
+            thread: Some(thread),
+            listening: false,
+            since: Instant::now(),
+        });
         state.restart_at = None;
-        let incarnation = state.incarnation;
-        self.publish(id, incarnation, LifecycleKind::Fork);
+        self.publish(id, number, LifecycleKind::Fork);
         Ok(())
     }
 
@@ -325,7 +475,7 @@ where
             if self
                 .shards
                 .iter()
-                .all(|s| !s.running && s.restart_at.is_none())
+                .all(|s| s.current.is_none() && s.retiring.is_empty() && s.restart_at.is_none())
             {
                 return self.failure.take().map_or(Ok(()), Err);
             }
@@ -335,6 +485,7 @@ where
                 .filter_map(|s| s.restart_at)
                 .chain(self.stop_deadline)
                 .chain(self.watchdog.map(|(_, next)| next))
+                .chain(self.reload_step().map(|step| step.deadline))
                 .min();
             let event = match wake_at {
                 Some(at) => match events.recv_deadline(at) {
@@ -351,17 +502,26 @@ where
                 Some(event) => self.handle(event)?,
                 None => self.on_timer()?,
             }
-            if !self.announced && self.shards.iter().all(|s| s.listening || !s.running) {
+            if !self.announced
+                && self
+                    .shards
+                    .iter()
+                    .all(|s| s.listening() || s.current.is_none())
+            {
                 self.announced = true;
-                if self.shards.iter().any(|s| s.listening) {
+                if self.shards.iter().any(ShardState::listening) {
                     announce(&self.addrs, self.shards.len(), self.started);
                 }
+                let ready = format!(
+                    "READY=1\nSTATUS=serving on {} shards\nMAINPID={}",
+                    self.shards.len(),
+                    std::process::id()
+                );
                 if let Some(notifier) = &self.notifier {
-                    notifier.notify(&format!(
-                        "READY=1\nSTATUS=serving on {} shards\nMAINPID={}",
-                        self.shards.len(),
-                        std::process::id()
-                    ));
+                    notifier.notify(&ready);
+                }
+                if let Some(parent) = self.parent.take() {
+                    parent.notify(&ready);
                 }
             }
         }
@@ -370,20 +530,9 @@ where
 
     fn handle(&mut self, event: Event) -> Result<(), Error> {
         match event {
-            Event::Online(id) => {
-                if let Some(state) = self.shards.get(id.get()) {
-                    self.publish(id, state.incarnation, LifecycleKind::Online);
-                }
-            }
-            Event::Listening(id, listeners) => {
-                if let Some(state) = self.shards.get_mut(id.get()) {
-                    state.listening = true;
-                    state.listeners = listeners;
-                    let incarnation = state.incarnation;
-                    self.publish(id, incarnation, LifecycleKind::Listening);
-                }
-            }
-            Event::Exited(id, exit) => self.on_exit(id, exit),
+            Event::Online(id, number) => self.publish(id, number, LifecycleKind::Online),
+            Event::Listening(id, number) => self.on_listening(id, number),
+            Event::Exited(id, number, exit) => self.on_exit(id, number, exit),
             Event::Shutdown => {
                 if !self.stopping() {
                     tracing::info!("shutdown requested; shutting down gracefully");
@@ -398,49 +547,185 @@ where
                 tracing::info!(signal, "shutting down gracefully");
                 self.begin_stop();
             }
+            Event::Reload => self.begin_reload(),
+            Event::Upgrade => self.begin_upgrade(),
+            Event::UpgradeReady(pid) => self.on_upgrade_ready(pid),
+            Event::UpgradeFailed(why) => {
+                if self.upgrade.take().is_some() {
+                    tracing::error!("binary upgrade failed: {why}; this process keeps serving");
+                }
+            }
+            Event::Orphan(down, stream) => {
+                tracing::trace!(
+                    shard = down.get(),
+                    "handing on a connection of a shard that is down"
+                );
+                self.orphans.push_back(stream);
+                self.place_orphans();
+            }
         }
         Ok(())
     }
 
-    fn on_exit(&mut self, id: ShardId, exit: Exit) {
-        let stopping = self.stopping();
-        let policy = self.config.restart;
+    /// Hands waiting orphans to listening shards, in turn.
+    fn place_orphans(&mut self) {
+        while let Some(stream) = self.orphans.pop_front() {
+            let count = self.shards.len();
+            let adopter = (0..count)
+                .map(|i| (self.next_adopter + i) % count)
+                .find(|&i| self.shards[i].listening());
+            let Some(adopter) = adopter else {
+                self.orphans.push_front(stream);
+                return;
+            };
+            self.next_adopter = adopter + 1;
+            if let Some(current) = &self.shards[adopter].current
+                && let Err(flume::SendError(Command::Adopt(stream))) =
+                    current.control.send(Command::Adopt(stream))
+            {
+                // Its thread is ending; the next shard gets it.
+                self.orphans.push_front(stream);
+                if let Some(current) = &mut self.shards[adopter].current {
+                    current.listening = false;
+                }
+            }
+        }
+    }
+
+    /// Starts a stand-in for shard `id`, which has no listening incarnation.
+    fn stand_in(&mut self, id: ShardId) {
+        if self.stopping() {
+            return;
+        }
         let Some(state) = self.shards.get_mut(id.get()) else {
             return;
         };
-        state.running = false;
-        state.control = None;
-        let listeners = std::mem::take(&mut state.listeners);
-        let incarnation = state.incarnation;
+        if state.standin.is_some() || state.sockets.is_empty() {
+            return;
+        }
+        let sockets = state
+            .sockets
+            .iter()
+            .map(listen::dup)
+            .collect::<Result<Vec<_>, _>>();
+        let started = sockets.map_err(|e| e.to_string()).and_then(|sockets| {
+            standin::StandIn::start(id, sockets, self.events_tx.clone()).map_err(|e| e.to_string())
+        });
+        match started {
+            Ok(standin) => state.standin = Some(standin),
+            Err(error) => tracing::warn!(
+                shard = id.get(),
+                %error,
+                "cannot accept for a shard that is down; its connections wait for it"
+            ),
+        }
+    }
+
+    fn on_listening(&mut self, id: ShardId, number: u32) {
+        let Some(state) = self.shards.get_mut(id.get()) else {
+            return;
+        };
+        if let Some(current) = state.current.as_mut().filter(|c| c.number == number) {
+            current.listening = true;
+            // Back: it accepts for itself.
+            drop(state.standin.take());
+        }
+        self.publish(id, number, LifecycleKind::Listening);
+        self.place_orphans();
+        let Some(step) = self.reload_step() else {
+            return;
+        };
+        if step.shard != id || step.new != number || step.draining {
+            return;
+        }
+        // The new incarnation accepts: the old one may stop.
+        if let Some(old) = self
+            .shards
+            .get(id.get())
+            .and_then(|s| s.retiring.iter().find(|i| i.number == step.old))
+        {
+            old.stop();
+        }
+        if let Some(Reload {
+            step: Some(step), ..
+        }) = &mut self.reload
+        {
+            step.draining = true;
+            step.deadline = Instant::now() + self.config.shutdown_timeout;
+        }
+        self.publish(id, step.old, LifecycleKind::Disconnect);
+    }
+
+    fn on_exit(&mut self, id: ShardId, number: u32, exit: Exit) {
+        let stopping = self.stopping();
+        let policy = self.config.restart;
         let (reason, died) = match exit {
             Exit::Returned => (ExitReason::Returned, None),
             Exit::Failed(why) => (ExitReason::Failed(why.clone()), Some(why)),
             Exit::Panicked(why) => (ExitReason::Panicked(why.clone()), Some(why)),
         };
-        let Some(why) = died else {
-            drop(listeners);
-            self.publish(id, incarnation, LifecycleKind::Exit(reason));
+        let Some(state) = self.shards.get_mut(id.get()) else {
             return;
         };
-        // Tasks the dead thread leaked may still own its listener: take the
-        // socket out of the port group so no connection waits on it.
-        for listener in listeners {
-            let _ = socket2::SockRef::from(&listener).shutdown(std::net::Shutdown::Both);
+        // An incarnation a reload replaced has finished its requests.
+        if let Some(mut old) = state.take_retiring(number) {
+            old.join();
+            self.board.detach(id, number);
+            match &died {
+                None => tracing::debug!(shard = id.get(), number, "replaced incarnation finished"),
+                Some(why) => tracing::warn!(
+                    shard = id.get(),
+                    number,
+                    "replaced incarnation ended with an error while finishing: {why}"
+                ),
+            }
+            self.publish(id, number, LifecycleKind::Exit(reason));
+            if self
+                .reload_step()
+                .is_some_and(|s| s.shard == id && s.old == number)
+            {
+                if let Some(reload) = &mut self.reload {
+                    reload.step = None;
+                }
+                self.advance_reload();
+            }
+            return;
         }
-        if let Some(thread) = state.thread.take() {
-            let _ = thread.join();
+        let Some(mut current) = state.current.take_if(|c| c.number == number) else {
+            return;
+        };
+        current.join();
+        self.board.detach(id, number);
+        self.publish(id, number, LifecycleKind::Exit(reason));
+        self.stand_in(id);
+        // A reload's new incarnation ended before it listened: the old one
+        // still serves and stays.
+        if self
+            .reload_step()
+            .is_some_and(|s| s.shard == id && s.new == number && !s.draining)
+        {
+            let why = died.unwrap_or_else(|| "its shard function returned".to_owned());
+            self.abandon_reload_step(format!(
+                "its new incarnation ended before it listened: {why}"
+            ));
+            return;
         }
+        let Some(why) = died else {
+            return;
+        };
+        let Some(state) = self.shards.get_mut(id.get()) else {
+            return;
+        };
         let verdict = (!stopping).then(|| state.deaths.record(&policy, Instant::now()));
-        if let Some(Verdict::RestartAt(at)) = verdict {
-            state.restart_at = Some(at);
-        }
-        self.publish(id, incarnation, LifecycleKind::Exit(reason));
         match verdict {
-            Some(Verdict::RestartAt(at)) => tracing::warn!(
-                shard = id.get(),
-                backoff = ?at.saturating_duration_since(Instant::now()),
-                "restarting shard"
-            ),
+            Some(Verdict::RestartAt(at)) => {
+                state.restart_at = Some(at);
+                tracing::warn!(
+                    shard = id.get(),
+                    backoff = ?at.saturating_duration_since(Instant::now()),
+                    "restarting shard"
+                );
+            }
             Some(Verdict::GiveUp { deaths }) => {
                 let message = format!(
                     "crash loop: {deaths} deaths within {:?}, last: {why}",
@@ -462,7 +747,8 @@ where
         }
     }
 
-    /// A restart came due, the watchdog is due, or the shutdown deadline passed.
+    /// A restart came due, the watchdog is due, a reload step waited too
+    /// long, or the shutdown deadline passed.
     fn on_timer(&mut self) -> Result<(), Error> {
         let now = Instant::now();
         if let Some((every, next)) = self.watchdog
@@ -480,6 +766,26 @@ where
             );
             return Err(Error::new(ErrorKind::ShutdownForced));
         }
+        if let Some(step) = self.reload_step()
+            && now >= step.deadline
+        {
+            if step.draining {
+                tracing::warn!(
+                    shard = step.shard.get(),
+                    timeout = ?self.config.shutdown_timeout,
+                    "the replaced incarnation still has requests in flight; the reload moves on"
+                );
+                if let Some(reload) = &mut self.reload {
+                    reload.step = None;
+                }
+                self.advance_reload();
+            } else {
+                self.abandon_reload_step(format!(
+                    "its new incarnation did not listen within {:?} (--upgrade-timeout)",
+                    self.config.upgrade_timeout
+                ));
+            }
+        }
         let due: Vec<ShardId> = self
             .shards
             .iter()
@@ -488,7 +794,8 @@ where
             .map(|(i, _)| ShardId::new(i))
             .collect();
         for id in due {
-            if let Err(error) = self.spawn(id, None) {
+            self.board.count_restart(id);
+            if let Err(error) = self.spawn(id) {
                 tracing::error!(shard = id.get(), %error, "cannot restart shard");
                 if let Some(state) = self.shards.get_mut(id.get()) {
                     state.restart_at = None;
@@ -502,13 +809,16 @@ where
     /// `WATCHDOG=1`, but only while every running shard's loop is alive: a
     /// shard stuck in one task poll for a whole interval withholds it, so
     /// systemd restarts the process.
-    fn ping_watchdog(&self, now: Instant, every: std::time::Duration) {
+    fn ping_watchdog(&self, now: Instant, every: Duration) {
         let Some(notifier) = &self.notifier else {
             return;
         };
         let stuck = self.shards.iter().enumerate().find_map(|(i, s)| {
-            let busy = s.counters.busy_for(now)?;
-            (s.running && busy >= every).then_some((i, busy))
+            if s.current.is_none() && s.retiring.is_empty() {
+                return None;
+            }
+            let busy = self.board.busy_for(ShardId::new(i), now)?;
+            (busy >= every).then_some((i, busy))
         });
         match stuck {
             None => notifier.notify("WATCHDOG=1"),
@@ -523,24 +833,260 @@ where
     fn begin_stop(&mut self) {
         // Not ready from now on, before any shard hears of the stop.
         self.board.begin_stop();
-        if let Some(notifier) = &self.notifier {
+        if !self.handed_over
+            && let Some(notifier) = &self.notifier
+        {
             notifier.notify("STOPPING=1");
         }
+        if let Some(pending) = self.upgrade.take() {
+            tracing::warn!(
+                pid = pending.pid,
+                "shutting down: stopping the binary upgrade's new process"
+            );
+            upgrade::stop(pending.pid);
+        }
+        if self.reload.take().is_some() {
+            tracing::info!("shutting down: the rolling reload ends here");
+        }
         self.stop_deadline = Some(Instant::now() + self.config.shutdown_timeout);
-        for index in 0..self.shards.len() {
-            let state = &mut self.shards[index];
+        // The coordinator's descriptors must not keep the ports open once
+        // the shards close theirs.
+        self.admin_socket = None;
+        let mut disconnected = Vec::new();
+        self.orphans.clear();
+        for (index, state) in self.shards.iter_mut().enumerate() {
             state.restart_at = None;
-            // The shard closes its own listener when it stops accepting; the
-            // coordinator's second descriptor must not keep it open.
-            state.listeners.clear();
-            let Some(control) = &state.control else {
-                continue;
-            };
-            let _ = control.send(Command::Stop);
-            let incarnation = state.incarnation;
-            self.publish(ShardId::new(index), incarnation, LifecycleKind::Disconnect);
+            state.sockets.clear();
+            drop(state.standin.take());
+            for incarnation in state.current.iter().chain(&state.retiring) {
+                incarnation.stop();
+                disconnected.push((ShardId::new(index), incarnation.number));
+            }
+        }
+        for (id, number) in disconnected {
+            self.publish(id, number, LifecycleKind::Disconnect);
         }
     }
+
+    fn reload_step(&self) -> Option<Step> {
+        self.reload.as_ref().and_then(|r| r.step)
+    }
+
+    /// Why a reload or an upgrade cannot start now, if it cannot.
+    fn busy_with(&self) -> Option<&'static str> {
+        if self.stopping() {
+            Some("the process is shutting down")
+        } else if self.reload.is_some() {
+            Some("a rolling reload is in progress")
+        } else if self.upgrade.is_some() {
+            Some("a binary upgrade is in progress")
+        } else {
+            None
+        }
+    }
+
+    fn begin_reload(&mut self) {
+        if let Some(busy) = self.busy_with() {
+            tracing::warn!("rolling reload not started: {busy}");
+            return;
+        }
+        tracing::info!(
+            shards = self.shards.len(),
+            "rolling reload: replacing every shard, one at a time"
+        );
+        if let Some(notifier) = &self.notifier {
+            notifier.notify(&format!(
+                "RELOADING=1\nSTATUS=reloading\nMONOTONIC_USEC={}",
+                monotonic_usec()
+            ));
+        }
+        self.reload = Some(Reload {
+            pending: (0..self.shards.len()).map(ShardId::new).collect(),
+            step: None,
+        });
+        self.advance_reload();
+    }
+
+    /// Starts the next shard's turn, or ends the reload when none is left.
+    fn advance_reload(&mut self) {
+        loop {
+            let Some(reload) = &mut self.reload else {
+                return;
+            };
+            if reload.step.is_some() {
+                return;
+            }
+            let Some(id) = reload.pending.pop_front() else {
+                self.reload = None;
+                tracing::info!("rolling reload done: every shard runs a new incarnation");
+                self.notify_ready();
+                return;
+            };
+            let Some(state) = self.shards.get_mut(id.get()) else {
+                continue;
+            };
+            // A shard that is down or still starting gets its new
+            // incarnation from its restart, or already is one.
+            let Some(old) = state.current.take_if(|c| c.listening) else {
+                continue;
+            };
+            let old_number = old.number;
+            state.retiring.push(old);
+            self.board.count_reload(id);
+            if let Err(error) = self.spawn(id) {
+                self.reinstate(id, old_number);
+                self.reload = None;
+                tracing::error!(
+                    shard = id.get(),
+                    %error,
+                    "rolling reload stopped: cannot start a new incarnation; the old one keeps serving"
+                );
+                self.notify_ready();
+                return;
+            }
+            let new = self.shards.get(id.get()).map_or(0, |s| s.latest);
+            tracing::info!(shard = id.get(), old = old_number, new, "reloading shard");
+            if let Some(reload) = &mut self.reload {
+                reload.step = Some(Step {
+                    shard: id,
+                    old: old_number,
+                    new,
+                    draining: false,
+                    deadline: Instant::now() + self.config.upgrade_timeout,
+                });
+            }
+            return;
+        }
+    }
+
+    /// The shard in turn will not get its new incarnation: the old one
+    /// stays, and the reload ends.
+    fn abandon_reload_step(&mut self, why: String) {
+        let Some(step) = self.reload_step() else {
+            return;
+        };
+        self.reload = None;
+        if let Some(state) = self.shards.get_mut(step.shard.get())
+            && let Some(new) = state.current.take_if(|c| c.number == step.new)
+        {
+            // Not listening yet; it finishes like a replaced incarnation.
+            new.stop();
+            state.retiring.push(new);
+        }
+        self.reinstate(step.shard, step.old);
+        tracing::error!(
+            shard = step.shard.get(),
+            incarnation = step.old,
+            "rolling reload stopped: {why}; the old incarnation keeps serving"
+        );
+        self.notify_ready();
+    }
+
+    /// Makes replaced incarnation `number` of `id` the current one again.
+    fn reinstate(&mut self, id: ShardId, number: u32) {
+        let Some(state) = self.shards.get_mut(id.get()) else {
+            return;
+        };
+        let Some(old) = state.take_retiring(number) else {
+            return;
+        };
+        self.registry.activate(id, number);
+        self.board.reinstate(id, number, old.since);
+        state.current = Some(old);
+    }
+
+    fn notify_ready(&self) {
+        if let Some(notifier) = &self.notifier {
+            notifier.notify(&format!(
+                "READY=1\nSTATUS=serving on {} shards",
+                self.shards.len()
+            ));
+        }
+    }
+
+    fn begin_upgrade(&mut self) {
+        if let Some(busy) = self.busy_with() {
+            tracing::warn!("binary upgrade not started: {busy}");
+            return;
+        }
+        let Some(program) = self.program.clone() else {
+            tracing::error!(
+                "binary upgrade not started: the path of this binary is unknown; pass --upgrade-binary"
+            );
+            return;
+        };
+        let mut sockets = Vec::new();
+        for state in &self.shards {
+            for socket in &state.sockets {
+                sockets.push((socket.as_fd(), listen::HTTP_NAME));
+            }
+        }
+        if let Some(admin) = &self.admin_socket {
+            sockets.push((admin.as_fd(), listen::ADMIN_NAME));
+        }
+        let mut env = Vec::new();
+        if let Some(notifier) = &self.notifier {
+            env.push(("NOTIFY_SOCKET".to_owned(), notifier.target.clone()));
+        }
+        if let Some((every, _)) = self.watchdog {
+            env.push((
+                "WATCHDOG_USEC".to_owned(),
+                (every * 2).as_micros().to_string(),
+            ));
+        }
+        let launch = upgrade::Launch {
+            program: &program,
+            args: &self.args,
+            sockets,
+            env,
+        };
+        match upgrade::start(launch, self.config.upgrade_timeout, self.events_tx.clone()) {
+            Ok(pending) => {
+                tracing::info!(
+                    pid = pending.pid,
+                    binary = %program.display(),
+                    "binary upgrade: started the new process; it takes over once every shard of it listens"
+                );
+                self.upgrade = Some(pending);
+            }
+            Err(error) => tracing::error!(
+                binary = %program.display(),
+                %error,
+                "binary upgrade failed to start; this process keeps serving"
+            ),
+        }
+    }
+
+    fn on_upgrade_ready(&mut self, pid: libc::pid_t) {
+        if self.upgrade.as_ref().map(|p| p.pid) != Some(pid) {
+            return;
+        }
+        self.upgrade = None;
+        tracing::info!(
+            new_pid = pid,
+            "binary upgrade: the new process serves; this one stops accepting, finishes its requests and exits"
+        );
+        if let Some(notifier) = &self.notifier {
+            notifier.notify(&format!("MAINPID={pid}"));
+        }
+        self.handed_over = true;
+        // Admin requests go to the new process from now on.
+        drop(self.admin.take());
+        self.begin_stop();
+    }
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, as `RELOADING=1` wants it.
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    secs * 1_000_000 + nanos / 1_000
 }
 
 fn announce(addrs: &[SocketAddr], shards: usize, started: Instant) {

@@ -1,9 +1,11 @@
 //! Signals belong to the coordinator: a small thread turns them into events.
+//! SIGTERM and SIGINT shut down gracefully (a second one forces the exit),
+//! SIGHUP starts a rolling reload, SIGUSR2 a binary upgrade.
 
 use std::io;
 use std::thread::JoinHandle;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::{Handle, Signals};
 
 use super::Event;
@@ -16,13 +18,18 @@ pub(crate) struct Listener {
 
 impl Listener {
     pub(crate) fn start(events: flume::Sender<Event>) -> io::Result<Self> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR2])?;
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
             .name("forkless-signals".into())
             .spawn(move || {
                 for signal in signals.forever() {
-                    if events.send(Event::Signal(signal)).is_err() {
+                    let event = match signal {
+                        SIGHUP => Event::Reload,
+                        SIGUSR2 => Event::Upgrade,
+                        other => Event::Signal(other),
+                    };
+                    if events.send(event).is_err() {
                         break;
                     }
                 }

@@ -20,14 +20,21 @@ const LISTEN_FDS_START: RawFd = 3;
 pub(crate) struct Notifier {
     socket: UnixDatagram,
     address: std::os::unix::net::SocketAddr,
+    /// `NOTIFY_SOCKET` as it was set, for a binary upgrade's new process.
+    pub(crate) target: String,
 }
 
 impl Notifier {
     /// From `NOTIFY_SOCKET` (a path, or `@name` for the abstract namespace).
     pub(crate) fn from_env() -> Option<Self> {
-        let target = std::env::var_os("NOTIFY_SOCKET")?;
+        Self::from_var("NOTIFY_SOCKET")
+    }
+
+    /// From the variable `var`, read like `NOTIFY_SOCKET`.
+    pub(crate) fn from_var(var: &str) -> Option<Self> {
+        let target = std::env::var_os(var)?;
         let target = target.to_str()?.to_owned();
-        remove_env("NOTIFY_SOCKET");
+        remove_env(var);
         let address = match target.strip_prefix('@') {
             Some(name) => {
                 use std::os::linux::net::SocketAddrExt;
@@ -36,7 +43,11 @@ impl Notifier {
             None => std::os::unix::net::SocketAddr::from_pathname(&target).ok()?,
         };
         let socket = UnixDatagram::unbound().ok()?;
-        Some(Self { socket, address })
+        Some(Self {
+            socket,
+            address,
+            target,
+        })
     }
 
     /// Sends one notify message, e.g. `READY=1`. Failures are logged, never
@@ -68,21 +79,37 @@ fn parse_watchdog(usec: &str, pid: Option<&str>, me: u32) -> Option<Duration> {
     Some(Duration::from_micros(usec / 2))
 }
 
-/// The listening sockets systemd (or a parent forkless) handed over with
-/// `LISTEN_FDS`/`LISTEN_PID`, in order; empty when there are none.
-pub(crate) fn listen_fds() -> io::Result<Vec<TcpListener>> {
+/// One socket handed over with `LISTEN_FDS`, with its `LISTEN_FDNAMES` name
+/// (`"unknown"` when none was given).
+#[derive(Debug)]
+pub(crate) struct Inherited {
+    pub(crate) listener: TcpListener,
+    pub(crate) name: String,
+}
+
+/// The listening sockets systemd (or a forkless process upgrading to this
+/// one) handed over with `LISTEN_FDS`/`LISTEN_PID`, in order; empty when
+/// there are none.
+pub(crate) fn listen_fds() -> io::Result<Vec<Inherited>> {
     let (Ok(count), pid) = (std::env::var("LISTEN_FDS"), std::env::var("LISTEN_PID")) else {
         return Ok(Vec::new());
     };
     let pid = pid.ok();
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
     remove_env("LISTEN_FDS");
     remove_env("LISTEN_PID");
     remove_env("LISTEN_FDNAMES");
     let Some(count) = parse_listen_fds(&count, pid.as_deref(), std::process::id()) else {
         return Ok(Vec::new());
     };
+    let mut names = names.split(':');
     (0..count)
         .map(|i| {
+            let name = names
+                .next()
+                .filter(|n| !n.is_empty())
+                .unwrap_or("unknown")
+                .to_owned();
             let fd = LISTEN_FDS_START + i;
             // SAFETY: F_GETFD only reads the descriptor's flags.
             if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
@@ -104,7 +131,10 @@ pub(crate) fn listen_fds() -> io::Result<Vec<TcpListener>> {
             }
             socket.set_cloexec(true)?;
             socket.set_nonblocking(true)?;
-            Ok(TcpListener::from(socket))
+            Ok(Inherited {
+                listener: TcpListener::from(socket),
+                name,
+            })
         })
         .collect()
 }

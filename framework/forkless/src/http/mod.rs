@@ -15,6 +15,7 @@
 //! reading are cut off; each shard holds at most so many connections (`503`
 //! beyond). [`read_body`] reads a whole body within a size limit (`413`).
 
+mod accept;
 mod body;
 mod body_read;
 mod framing;

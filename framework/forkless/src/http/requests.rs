@@ -30,9 +30,20 @@ pub(crate) struct Requests {
     answered: Cell<u64>,
     refused: Cell<Option<(u64, Rejection)>>,
     linger: Cell<bool>,
+    draining: Cell<bool>,
 }
 
 impl Requests {
+    /// The shard is stopping: every response from now on closes the
+    /// connection.
+    pub(crate) fn drain(&self) {
+        self.draining.set(true);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
     /// The adapter let a head through.
     pub(crate) fn head_passed(&self) {
         self.heads.set(self.heads.get() + 1);

@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use futures::future::{Either, select};
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use http::header::HeaderValue;
 use hyper::server::conn::http1;
 
 use super::Handler;
+use super::accept::Acceptor;
 use super::io::{self, Ended, Io};
 use super::limits::Limits;
 use super::requests::Requests;
@@ -28,10 +29,17 @@ use super::service::{App, ShardService};
 use super::timer::ShardTimer;
 use crate::Error;
 use crate::shard::latch::Latch;
-use crate::shard::{Shard, ShardCounters, listener};
+use crate::shard::{Shard, ShardCounters};
 
 /// Pause after an accept error (e.g. out of file descriptors) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// How long a keep-alive connection may still bring its next request once
+/// its shard stops (that request is answered with `Connection: close`);
+/// after it, an idle connection is closed. Closing the moment the stop
+/// arrives would race a client that is sending its next request right then:
+/// it would see its connection reset.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// hyper's own read buffer limit (its default); raised for larger heads.
 const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
@@ -63,7 +71,11 @@ pub(crate) async fn serve<H: Handler>(
     listeners: Vec<std::net::TcpListener>,
     handler: H,
 ) -> Result<(), Error> {
-    let listeners: Vec<TcpListener> = listeners.into_iter().map(listener::into_glommio).collect();
+    let listeners = listeners
+        .into_iter()
+        .map(Acceptor::new)
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::io("cannot watch a listening socket", e))?;
 
     let limits = shard.config().http;
     super::body_read::set_default_limit(limits.max_body_size);
@@ -76,7 +88,6 @@ pub(crate) async fn serve<H: Handler>(
         .max_buf_size(HYPER_MAX_BUF.max(limits.max_header_size.saturating_add(16 * 1024)))
         .keep_alive(true);
     let shard_header = HeaderValue::from(shard.id().get());
-    shard.counters().serving_anew();
     let ctx = Rc::new(Ctx {
         busy: busy_response(&shard_header),
         app: Rc::new(App {
@@ -93,7 +104,24 @@ pub(crate) async fn serve<H: Handler>(
     });
 
     tracing::debug!(listeners = listeners.len(), "serving");
+    shard.report_listening();
+    let adopted = shard.take_adopted().map(|adopted| {
+        let ctx = ctx.clone();
+        crate::spawn(async move {
+            let mut stop = pin!(ctx.stopping.wait());
+            loop {
+                let stream = match select(pin!(adopted.recv_async()), stop.as_mut()).await {
+                    Either::Left((Ok(stream), _)) => stream,
+                    Either::Left((Err(_), _)) | Either::Right(_) => return,
+                };
+                admit(super::accept::into_glommio(stream), &ctx);
+            }
+        })
+    });
     futures::future::join_all(listeners.into_iter().map(|l| accept_loop(l, ctx.clone()))).await;
+    if let Some(adopted) = adopted {
+        adopted.await;
+    }
     tracing::debug!(
         open = ctx.open.count.get(),
         "stopped accepting; finishing open connections"
@@ -102,7 +130,7 @@ pub(crate) async fn serve<H: Handler>(
     Ok(())
 }
 
-async fn accept_loop<H: Handler>(listener: TcpListener, ctx: Rc<Ctx<H>>) {
+async fn accept_loop<H: Handler>(listener: Acceptor, ctx: Rc<Ctx<H>>) {
     let mut stop = pin!(ctx.stopping.wait());
     loop {
         let accepted = match select(pin!(listener.accept()), stop.as_mut()).await {
@@ -110,17 +138,21 @@ async fn accept_loop<H: Handler>(listener: TcpListener, ctx: Rc<Ctx<H>>) {
             Either::Right(_) => return,
         };
         match accepted {
-            Ok(stream) if ctx.open.count.get() >= ctx.limits.max_connections => {
-                refuse(stream, &ctx);
-            }
-            Ok(stream) => {
-                crate::spawn(connection(stream, ctx.clone())).detach();
-            }
+            Ok(stream) => admit(stream, &ctx),
             Err(error) => {
                 tracing::warn!(%error, "accept failed; retrying");
                 glommio::timer::sleep(ACCEPT_BACKOFF).await;
             }
         }
+    }
+}
+
+/// Serves a new connection, or refuses it at the connection limit.
+fn admit<H: Handler>(stream: TcpStream, ctx: &Rc<Ctx<H>>) {
+    if ctx.open.count.get() >= ctx.limits.max_connections {
+        refuse(stream, ctx);
+    } else {
+        crate::spawn(connection(stream, ctx.clone())).detach();
     }
 }
 
@@ -132,9 +164,10 @@ async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
     let service = ShardService::new(ctx.app.clone(), requests.clone());
     let (io, conn) = io::split(stream, ctx.limits, requests.clone(), ctx.counters.clone());
     let hyper_conn = ctx.builder.serve_connection(io, service);
-    let served = AssertUnwindSafe(conn.drive(Box::pin(drive(hyper_conn, &ctx.stopping))))
-        .catch_unwind()
-        .await;
+    let served =
+        AssertUnwindSafe(conn.drive(Box::pin(drive(hyper_conn, &ctx.stopping, &requests))))
+            .catch_unwind()
+            .await;
     let linger = match served {
         Ok(Ended::Done(Ok(()))) => requests.wants_linger(),
         Ok(Ended::Done(Err(error))) => {
@@ -154,20 +187,25 @@ async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
     }
 }
 
-/// Serves one connection; on shutdown, lets the request in flight finish
-/// (its response carries `Connection: close`) and closes an idle one.
+/// Serves one connection. When the shard stops, every response from then
+/// on carries `Connection: close`; a connection still open after
+/// [`DRAIN_GRACE`] finishes the request in flight, if any, and closes.
 async fn drive<H: Handler>(
     conn: http1::Connection<Io, ShardService<H>>,
     stopping: &Latch,
+    requests: &Requests,
 ) -> hyper::Result<()> {
     let mut conn = pin!(conn);
-    match select(conn.as_mut(), pin!(stopping.wait())).await {
-        Either::Left((result, _)) => result,
-        Either::Right(((), _)) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    if let Either::Left((result, _)) = select(conn.as_mut(), pin!(stopping.wait())).await {
+        return result;
     }
+    requests.drain();
+    let grace = pin!(crate::time::sleep(DRAIN_GRACE));
+    if let Either::Left((result, _)) = select(conn.as_mut(), grace).await {
+        return result;
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 /// Answers a connection past the limit with `503` and closes it; past

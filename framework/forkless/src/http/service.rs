@@ -93,9 +93,12 @@ fn finish<H>(
 ) -> Response<Tracked> {
     app.counters
         .request(response.status().as_u16(), started.elapsed());
-    response
-        .headers_mut()
-        .insert(X_SHARD.clone(), app.shard_header.clone());
+    let closing = requests.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(X_SHARD.clone(), app.shard_header.clone());
+    if closing {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     response.map(|body| Tracked::new(body, requests.clone()))
 }
 

@@ -6,7 +6,6 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::IntoRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -28,15 +27,6 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
-}
-
-/// Hands a bound listener to the current shard's reactor.
-pub(crate) fn into_glommio(listener: TcpListener) -> glommio::net::TcpListener {
-    use std::os::fd::FromRawFd;
-    let fd = listener.into_raw_fd();
-    // SAFETY: `fd` was just released by an owned, bound, listening TCP socket,
-    // so it is valid, open and owned by nobody else; glommio takes ownership.
-    unsafe { glommio::net::TcpListener::from_raw_fd(fd) }
 }
 
 #[cfg(test)]

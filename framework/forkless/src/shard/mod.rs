@@ -19,7 +19,6 @@ use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -30,18 +29,9 @@ pub(crate) use preflight::DEFAULT_IO_MEMORY;
 use crate::bus::Bus;
 use crate::bus::mesh::Registry;
 use crate::coordinator::Event;
-use crate::error::ErrorKind;
 use crate::http::Handler;
 use crate::{Config, Error};
 use latch::Latch;
-
-/// One address this shard listens on, and (for the first shard) the socket
-/// the coordinator already bound there to resolve port 0.
-#[derive(Debug)]
-pub(crate) struct ListenSpec {
-    pub(crate) addr: SocketAddr,
-    pub(crate) prebound: Option<std::net::TcpListener>,
-}
 
 /// The handle a shard function receives: who this shard is, and its services.
 ///
@@ -67,11 +57,14 @@ pub struct Shard {
 #[derive(Debug)]
 struct Inner {
     id: ShardId,
+    incarnation: u32,
     count: usize,
     cpu: Option<usize>,
     config: Arc<Config>,
-    listen: RefCell<Option<Vec<ListenSpec>>>,
+    listen: RefCell<Option<Vec<std::net::TcpListener>>>,
     stopping: Latch,
+    /// Connections the coordinator accepted for a shard that is down.
+    adopted: RefCell<Option<flume::Receiver<std::net::TcpStream>>>,
     events: flume::Sender<Event>,
     counters: Arc<ShardCounters>,
     bus: Arc<Registry>,
@@ -81,25 +74,34 @@ struct Inner {
 
 pub(crate) struct ShardParts {
     pub(crate) id: ShardId,
+    pub(crate) incarnation: u32,
     pub(crate) count: usize,
     pub(crate) cpu: Option<usize>,
     pub(crate) config: Arc<Config>,
-    pub(crate) listen: Vec<ListenSpec>,
+    /// This incarnation's descriptors of the shard's listening sockets; the
+    /// coordinator keeps the sockets across incarnations and processes.
+    pub(crate) listen: Vec<std::net::TcpListener>,
     pub(crate) events: flume::Sender<Event>,
     pub(crate) counters: Arc<ShardCounters>,
     pub(crate) bus: Arc<Registry>,
 }
 
 impl Shard {
-    pub(crate) fn new(parts: ShardParts, stopping: Latch) -> Self {
+    pub(crate) fn new(
+        parts: ShardParts,
+        stopping: Latch,
+        adopted: flume::Receiver<std::net::TcpStream>,
+    ) -> Self {
         Self {
             inner: Rc::new(Inner {
                 id: parts.id,
+                incarnation: parts.incarnation,
                 count: parts.count,
                 cpu: parts.cpu,
                 config: parts.config,
                 listen: RefCell::new(Some(parts.listen)),
                 stopping,
+                adopted: RefCell::new(Some(adopted)),
                 events: parts.events,
                 counters: parts.counters,
                 bus: parts.bus,
@@ -113,6 +115,12 @@ impl Shard {
         self.inner.id
     }
 
+    /// Which incarnation of shard [`id`](Self::id) this is: 1 at first
+    /// start, one more after every restart or rolling reload.
+    pub fn incarnation(&self) -> u32 {
+        self.inner.incarnation
+    }
+
     /// How many shards this process runs.
     pub fn count(&self) -> usize {
         self.inner.count
@@ -123,7 +131,8 @@ impl Shard {
         self.inner.cpu
     }
 
-    /// This shard's counters.
+    /// The counters of this incarnation of the shard (the admin endpoint
+    /// adds up every incarnation's).
     pub fn counters(&self) -> &ShardCounters {
         &self.inner.counters
     }
@@ -178,36 +187,14 @@ impl Shard {
     ///
     /// Call it once per shard; a second call returns an error.
     pub async fn serve<H: Handler>(&self, handler: H) -> Result<(), Error> {
-        let Some(listen) = self.inner.listen.borrow_mut().take() else {
+        let Some(listeners) = self.inner.listen.borrow_mut().take() else {
             return Err(Error::config("Shard::serve was called twice on one shard"));
         };
-        if listen.is_empty() {
+        if listeners.is_empty() {
             return Err(Error::config(
                 "Shard::serve needs a listen address (--listen)",
             ));
         }
-        let mut listeners = Vec::with_capacity(listen.len());
-        let mut handles = Vec::with_capacity(listen.len());
-        for spec in listen {
-            let bound = match spec.prebound {
-                Some(bound) => bound,
-                None => listener::bind(spec.addr).map_err(|source| {
-                    Error::new(ErrorKind::Bind {
-                        addr: spec.addr,
-                        source,
-                    })
-                })?,
-            };
-            // The coordinator keeps a second descriptor of each listener, so
-            // it can take the socket out of the port group if this shard's
-            // thread dies with the listener still owned by a leaked task.
-            let handle = bound
-                .try_clone()
-                .map_err(|e| Error::io("cannot duplicate a listening socket", e))?;
-            handles.push(handle);
-            listeners.push(bound);
-        }
-        self.report(Event::Listening(self.id(), handles));
         crate::http::serve(self, listeners, handler).await
     }
 
@@ -217,6 +204,17 @@ impl Shard {
 
     pub(crate) fn latch(&self) -> &Latch {
         &self.inner.stopping
+    }
+
+    /// Connections handed to this shard while another one is down (taken
+    /// once, by the HTTP server).
+    pub(crate) fn take_adopted(&self) -> Option<flume::Receiver<std::net::TcpStream>> {
+        self.inner.adopted.borrow_mut().take()
+    }
+
+    /// Tells the coordinator this incarnation accepts connections.
+    pub(crate) fn report_listening(&self) {
+        self.report(Event::Listening(self.id(), self.incarnation()));
     }
 
     pub(crate) fn report(&self, event: Event) {

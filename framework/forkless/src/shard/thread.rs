@@ -31,7 +31,7 @@ where
     Fut: Future + 'static,
     Fut::Output: ShardOutcome,
 {
-    let id = parts.id;
+    let (id, incarnation) = (parts.id, parts.incarnation);
     std::thread::Builder::new()
         .name(format!("shard-{id}"))
         .spawn(move || {
@@ -41,13 +41,14 @@ where
             let closed = CloseOnExit {
                 registry: parts.bus.clone(),
                 id,
+                incarnation,
             };
             let exit = match run(parts, io_memory, control, shard_fn) {
                 Ok(exit) => exit,
                 Err(message) => Exit::Failed(message),
             };
             drop(closed);
-            let _ = events.send(Event::Exited(id, exit));
+            let _ = events.send(Event::Exited(id, incarnation, exit));
         })
 }
 
@@ -79,10 +80,11 @@ where
             crate::shard::stall::start(parts.counters.clone(), parts.config.stall_threshold);
             crate::http::timer::start();
             let stopping = Latch::new();
-            crate::spawn(listen_for_commands(control, stopping.clone())).detach();
-            let shard = Shard::new(parts, stopping);
+            let (adopted_tx, adopted) = flume::unbounded();
+            crate::spawn(listen_for_commands(control, stopping.clone(), adopted_tx)).detach();
+            let shard = Shard::new(parts, stopping, adopted);
             crate::spawn(crate::bus::serve_jobs(shard.clone())).detach();
-            shard.report(Event::Online(shard.id()));
+            shard.report(Event::Online(shard.id(), shard.incarnation()));
             let result = shard_fn(shard).await.into_result();
             crate::http::timer::stop();
             result
@@ -95,24 +97,32 @@ where
     })
 }
 
-/// Marks the shard's bus queues closed when its thread ends, however it ends:
-/// senders see `Closed` from then on and calls waiting on it give up.
+/// Marks the shard's bus queues closed when its thread ends, however it ends
+/// (unless a newer incarnation owns them already): senders see `Closed`
+/// from then on and calls waiting on it give up.
 struct CloseOnExit {
     registry: Arc<Registry>,
     id: ShardId,
+    incarnation: u32,
 }
 
 impl Drop for CloseOnExit {
     fn drop(&mut self) {
-        self.registry.set_open(self.id, false);
+        self.registry.retire(self.id, self.incarnation);
     }
 }
 
-async fn listen_for_commands(control: flume::Receiver<Command>, stopping: Latch) {
+async fn listen_for_commands(
+    control: flume::Receiver<Command>,
+    stopping: Latch,
+    adopted: flume::Sender<std::net::TcpStream>,
+) {
     // A closed channel means the coordinator is gone: stop as well.
     while let Ok(command) = control.recv_async().await {
         match command {
             Command::Stop => stopping.set(),
+            // Dropped (closed) when this shard serves no HTTP.
+            Command::Adopt(stream) => drop(adopted.send(stream)),
         }
     }
     stopping.set();
