@@ -118,17 +118,113 @@ fn an_inherited_listener_is_served_instead_of_binding() {
             "served on the inherited socket's address"
         );
         drop(listener);
-        let mut shards = std::collections::HashSet::new();
-        for _ in 0..100 {
-            let response = server.get("/");
-            assert_eq!(response.status, 200);
-            shards.insert(response.header("x-shard").map(str::to_owned));
+        let shards: std::collections::HashSet<Option<String>> = std::thread::scope(|scope| {
+            let clients: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..25)
+                            .map(|_| {
+                                let response = server.get("/");
+                                assert_eq!(response.status, 200);
+                                response.header("x-shard").map(str::to_owned)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            clients
+                .into_iter()
+                .flat_map(|c| c.join().expect("a client thread"))
+                .collect()
+        });
+        if reuse_port {
+            // Shard 0 took the inherited socket, shard 1 bound its own.
+            assert_eq!(shards.len(), 2, "both shards serve");
+        } else {
+            // One shared queue: whichever shard is free takes the next
+            // connection, so light load may all land on one shard.
+            assert!(!shards.is_empty());
         }
-        assert_eq!(
-            shards.len(),
-            2,
-            "both shards serve (reuse_port = {reuse_port})"
-        );
         assert!(server.output().contains("LISTEN_FDS"));
     }
+}
+
+#[test]
+fn reload_and_upgrade_speak_the_notify_protocol() {
+    let dir = std::env::temp_dir().join(format!("forkless-notify-up-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_forkless-testapp"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+        .env("NOTIFY_SOCKET", &path);
+    let mut server = Server::start_command(command);
+    let mut seen = Vec::new();
+    collect_until(&socket, "READY=1", &mut seen);
+
+    // A rolling reload is bracketed by RELOADING=1 and READY=1.
+    server.signal(libc::SIGHUP);
+    collect_until(&socket, "RELOADING=1", &mut seen);
+    let reloading = seen.last().cloned().unwrap_or_default();
+    assert!(
+        reloading.lines().any(|l| l
+            .strip_prefix("MONOTONIC_USEC=")
+            .is_some_and(|v| v.parse::<u64>().is_ok())),
+        "{reloading}"
+    );
+    collect_until(&socket, "READY=1", &mut seen);
+
+    // An upgrade: the new process says READY=1 with its own MAINPID, the old
+    // one hands MAINPID over and exits without STOPPING=1.
+    let old = server.pid();
+    server.signal(libc::SIGUSR2);
+    let mut new_pid = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut buffer = [0u8; 4096];
+    while new_pid.is_none() && Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buffer) {
+            let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            if message.lines().count() == 1
+                && let Some(pid) = message.strip_prefix("MAINPID=")
+            {
+                new_pid = pid.trim().parse::<i32>().ok();
+            }
+            seen.push(message);
+        }
+    }
+    let new_pid = new_pid.unwrap_or_else(|| panic!("no MAINPID hand-over in {seen:?}"));
+    assert_ne!(new_pid, old);
+    assert!(
+        seen.iter()
+            .any(|m| m.contains("READY=1") && m.contains(&format!("MAINPID={new_pid}"))),
+        "the new process said READY=1: {seen:?}"
+    );
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the old process exits");
+    assert_eq!(status.code(), Some(0));
+    let after_upgrade = seen.len();
+
+    // The new process is the service now: STOPPING=1 comes from it.
+    // SAFETY: kill(2) on the pid the new process announced.
+    unsafe { libc::kill(new_pid, libc::SIGTERM) };
+    collect_until(&socket, "STOPPING=1", &mut seen);
+    assert!(
+        seen[..after_upgrade]
+            .iter()
+            .all(|m| !m.contains("STOPPING=1")),
+        "the old process must not say STOPPING=1: {seen:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // SAFETY: signal 0 only checks whether the pid exists.
+    while unsafe { libc::kill(new_pid, 0) } == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -89,8 +89,9 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     upgrade_binary: Option<std::path::PathBuf>,
 
-    /// How long SIGUSR2 waits for the new binary to serve before it stops
-    /// it and keeps serving.
+    /// How long a binary upgrade (SIGUSR2) waits for the new process to
+    /// serve, and a rolling reload (SIGHUP) for each new shard to listen,
+    /// before giving up and keeping the old one serving.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     upgrade_timeout: Duration,
 }

@@ -219,7 +219,8 @@ impl Config {
     }
 
     /// How long a binary upgrade waits for the new process to report every
-    /// shard listening before it stops it and keeps serving; default 30 s.
+    /// shard listening, and a rolling reload for each new incarnation to
+    /// listen, before giving up and keeping the old one serving; default 30 s.
     pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
         self.upgrade_timeout = timeout;
         self

@@ -806,13 +806,17 @@ where
         Ok(())
     }
 
-    /// `WATCHDOG=1`, but only while every running shard's loop is alive: a
+    /// `WATCHDOG=1`, but only after `READY=1` (systemd's start timeout
+    /// covers the start) and while every running shard's loop is alive: a
     /// shard stuck in one task poll for a whole interval withholds it, so
     /// systemd restarts the process.
     fn ping_watchdog(&self, now: Instant, every: Duration) {
         let Some(notifier) = &self.notifier else {
             return;
         };
+        if !self.announced {
+            return;
+        }
         let stuck = self.shards.iter().enumerate().find_map(|(i, s)| {
             if s.current.is_none() && s.retiring.is_empty() {
                 return None;
