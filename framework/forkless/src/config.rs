@@ -140,7 +140,11 @@ impl Config {
         self
     }
 
-    /// Sets each shard's io_uring buffer arena; shrunk to fit `RLIMIT_MEMLOCK`.
+    /// Sets each shard's io_uring buffer arena (DMA buffers for file I/O;
+    /// sockets do not use it), default 256 KiB; shrunk to fit
+    /// `RLIMIT_MEMLOCK`. It is locked and resident three times over (once
+    /// per ring), so it is most of an idle shard's memory: raise it only
+    /// for heavy file I/O.
     pub fn io_memory(mut self, bytes: usize) -> Self {
         self.io_memory = bytes;
         self

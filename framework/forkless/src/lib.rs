@@ -29,6 +29,7 @@ mod entry;
 mod error;
 pub mod http;
 mod log;
+mod offload;
 mod panic;
 mod runtime;
 mod shard;
@@ -42,6 +43,7 @@ pub use coordinator::{
 };
 pub use entry::EXIT_FORCED;
 pub use error::Error;
+pub use offload::offload;
 pub use runtime::Runtime;
 pub use shard::{CounterSnapshot, Shard, ShardCounters, ShardId};
 pub use task::{JoinHandle, spawn};
