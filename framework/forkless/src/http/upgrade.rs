@@ -68,6 +68,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -237,6 +238,8 @@ impl Drop for Offer {
 /// first, then the socket's. Writes go straight to the socket (no
 /// buffering: protocol libraries buffer their frames themselves).
 /// `!Send`: it stays on its shard. Dropping it closes the connection.
+/// [`AsFd`] gives the socket for options (e.g. `socket2::SockRef` to bound
+/// the kernel's send buffer, so a slow reader's backlog stays in sight).
 ///
 /// ```
 /// use forkless::http::upgrade::Upgraded;
@@ -295,6 +298,20 @@ impl fmt::Debug for Upgraded {
             .field("peer", &self.stream.peer_addr().ok())
             .field("unread", &self.unread.len())
             .finish()
+    }
+}
+
+impl AsRawFd for Upgraded {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+impl AsFd for Upgraded {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor belongs to `self.stream`, which keeps it
+        // open at least as long as this borrow of `self`.
+        unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) }
     }
 }
 
