@@ -9,8 +9,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use forkless_tests::{
-    IO_TIMEOUT, SHARD_COUNTS, Server, app_binary, connect, read_binary_response,
-    request_with_body, send,
+    IO_TIMEOUT, SHARD_COUNTS, Server, app_binary, connect, read_binary_response, request_with_body,
+    send,
 };
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
@@ -122,11 +122,7 @@ impl Rng {
 /// of them on any one shard when there are 3 shards or more, so they sit on
 /// at least `min(3, shards)` shards (at most 400 tries; the others close).
 fn spread_clients(server: &Server, shards: usize, room: &str, count: usize) -> Vec<Client> {
-    let per_shard = if shards >= 3 {
-        (count - 1) / 2
-    } else {
-        count
-    };
+    let per_shard = if shards >= 3 { (count - 1) / 2 } else { count };
     let mut clients: Vec<Client> = Vec::new();
     for attempt in 0..400 {
         if clients.len() == count {
@@ -183,7 +179,10 @@ fn every_client_sees_the_same_order_across_shards() {
         });
         let first = &seen[0];
         for (i, other) in seen.iter().enumerate() {
-            assert_eq!(other, first, "client {i} saw another order at {shards} shards");
+            assert_eq!(
+                other, first,
+                "client {i} saw another order at {shards} shards"
+            );
         }
         // All 100, each once, numbered in order, each sender's in its order.
         let mut texts: Vec<&str> = first.iter().map(|(_, _, t)| t.as_str()).collect();

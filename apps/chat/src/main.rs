@@ -103,7 +103,7 @@ fn websocket(
     };
     let accept = match handshake(request.headers()) {
         Ok(accept) => accept,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let session = move |io| session::run(shard, hub, room, name, io);
     if let Err(error) = upgrade::on(&mut request, session) {
@@ -118,45 +118,69 @@ fn websocket(
 }
 
 /// Checks an RFC 6455 opening handshake; the `Sec-WebSocket-Accept` value.
-fn handshake(headers: &HeaderMap) -> Result<HeaderValue, Response> {
+fn handshake(headers: &HeaderMap) -> Result<HeaderValue, Refusal> {
     if !has_token(headers, header::UPGRADE, "websocket") {
-        let mut response = (
-            StatusCode::UPGRADE_REQUIRED,
-            "this endpoint speaks WebSocket only\n",
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        return Err(response);
+        return Err(Refusal::NotWebSocket);
     }
     if !has_token(headers, header::CONNECTION, "upgrade") {
-        return Err(bad_request("Connection: Upgrade is missing\n".into()));
+        return Err(Refusal::NoConnectionUpgrade);
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        let mut response = (
-            StatusCode::UPGRADE_REQUIRED,
-            "only WebSocket version 13 is spoken here\n",
-        )
-            .into_response();
-        response.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return Err(response);
+        return Err(Refusal::Version);
     }
     // The key is 16 random bytes in base64: 24 characters.
-    let Some(key) = headers
+    let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .filter(|key| key.len() == 24)
-    else {
-        return Err(bad_request("bad or missing Sec-WebSocket-Key\n".into()));
-    };
+        .ok_or(Refusal::Key)?;
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    HeaderValue::from_str(&accept).map_err(|_| bad_request("bad Sec-WebSocket-Key\n".into()))
+    HeaderValue::from_str(&accept).map_err(|_| Refusal::Key)
+}
+
+/// What is wrong with a WebSocket handshake.
+#[derive(Debug)]
+enum Refusal {
+    NotWebSocket,
+    NoConnectionUpgrade,
+    Version,
+    Key,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, text, header) = match self {
+            Refusal::NotWebSocket => (
+                StatusCode::UPGRADE_REQUIRED,
+                "this endpoint speaks WebSocket only\n",
+                Some((header::UPGRADE, "websocket")),
+            ),
+            Refusal::NoConnectionUpgrade => (
+                StatusCode::BAD_REQUEST,
+                "Connection: Upgrade is missing\n",
+                None,
+            ),
+            Refusal::Version => (
+                StatusCode::UPGRADE_REQUIRED,
+                "only WebSocket version 13 is spoken here\n",
+                Some((header::SEC_WEBSOCKET_VERSION, "13")),
+            ),
+            Refusal::Key => (
+                StatusCode::BAD_REQUEST,
+                "bad or missing Sec-WebSocket-Key\n",
+                None,
+            ),
+        };
+        let mut response = (status, text).into_response();
+        if let Some((name, value)) = header {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
+        response
+    }
 }
 
 /// Whether a comma-separated header lists `token` (any case).
@@ -236,4 +260,52 @@ fn method_not_allowed(allow: &'static str) -> Response {
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upgrade_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        headers
+    }
+
+    #[test]
+    fn the_rfc_6455_example_handshake_is_accepted() {
+        let accept = handshake(&upgrade_headers()).expect("accepted");
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn bad_handshakes_are_refused_with_a_reason() {
+        let mut old = upgrade_headers();
+        old.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        let response = handshake(&old).expect_err("refused").into_response();
+        assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(response.headers()[header::SEC_WEBSOCKET_VERSION], "13");
+
+        let mut keyless = upgrade_headers();
+        keyless.remove(header::SEC_WEBSOCKET_KEY);
+        let response = handshake(&keyless).expect_err("refused").into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+        let response = handshake(&HeaderMap::new())
+            .expect_err("refused")
+            .into_response();
+        assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
+    }
 }

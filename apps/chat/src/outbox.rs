@@ -101,7 +101,10 @@ mod tests {
         for i in 0..CAPACITY {
             assert_eq!(outbox.push(Utf8Bytes::from(i.to_string())), Ok(()));
         }
-        assert_eq!(outbox.push(Utf8Bytes::from_static("one too many")), Err(Overflow));
+        assert_eq!(
+            outbox.push(Utf8Bytes::from_static("one too many")),
+            Err(Overflow)
+        );
         assert_eq!(outbox.push(Utf8Bytes::from_static("later")), Err(Overflow));
         assert!(outbox.frames.borrow().is_empty());
         assert_eq!(futures::executor::block_on(outbox.next_batch()), None);

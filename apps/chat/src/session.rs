@@ -28,10 +28,10 @@ use futures::future::select_all;
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use socket2::SockRef;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::Message;
 use tungstenite::error::ProtocolError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 use crate::hub::{Event, Hub, Post};
 use crate::outbox::{CAPACITY, Outbox};
@@ -74,11 +74,11 @@ impl End {
                 CloseCode::Policy,
                 format!("too slow: more than {CAPACITY} messages behind"),
             ),
-            End::Binary => (CloseCode::Unsupported, "binary frames are not supported".into()),
-            End::TooBig => (
-                CloseCode::Size,
-                format!("message over {MAX_MESSAGE} bytes"),
+            End::Binary => (
+                CloseCode::Unsupported,
+                "binary frames are not supported".into(),
             ),
+            End::TooBig => (CloseCode::Size, format!("message over {MAX_MESSAGE} bytes")),
             End::NotUtf8 => (CloseCode::Invalid, "text is not UTF-8".into()),
             End::Protocol => (CloseCode::Protocol, "WebSocket protocol error".into()),
             End::Shutdown => (CloseCode::Away, "server shutting down".into()),
