@@ -7,7 +7,7 @@
 //! | why | close code |
 //! |---|---|
 //! | the client closed | (its own code, echoed) |
-//! | it fell [`CAPACITY`](crate::outbox::CAPACITY) messages behind | `1008` policy violation ("too slow") |
+//! | it fell [`CAPACITY`] messages behind | `1008` policy violation ("too slow") |
 //! | it sent a binary frame | `1003` unsupported data |
 //! | it sent a message over [`MAX_MESSAGE`] bytes | `1009` message too big |
 //! | it sent text that is not UTF-8 | `1007` invalid payload |
