@@ -21,6 +21,10 @@
 //! room on a delivery queue always gets it: no cycle of shards waiting on
 //! each other. Posts wait for room in the owner's queue (backpressure).
 //!
+//! A shard keeps state only for rooms with local clients, plus, as owner,
+//! the next number of every room it ever sequenced (a few bytes per room,
+//! for as long as it runs).
+//!
 //! An owner numbers from 0 again after a restart; its deliveries carry an
 //! **epoch** (random per start), and a receiver that sees a new epoch for a
 //! room starts over from that message.
