@@ -20,6 +20,14 @@
 //! The same holding back enforces the head size limit (`431`): hyper never
 //! buffers more than one head's worth of bytes.
 //!
+//! A request hyper treats as a possible upgrade (HTTP/1.1 with an `Upgrade`
+//! header, or `CONNECT`: the same rule as hyper's) **pauses** the gate after
+//! its body: what follows may be another protocol (a WebSocket's first
+//! frames), so it is neither parsed nor shown to hyper until the answer is
+//! known. The connection [`resume`](Gate::resume)s the gate when the answer
+//! was not `101 Switching Protocols`; after a `101` the held bytes go to the
+//! upgraded stream instead (see `upgrade.rs`).
+//!
 //! Pure and synchronous: no I/O, no clocks.
 
 use std::mem::MaybeUninit;
@@ -112,6 +120,8 @@ pub(crate) enum Step {
     Body(usize),
     /// The input ends inside a request head: wait for more bytes.
     NeedMore,
+    /// The gate is paused after an upgrade request: hold everything.
+    Paused,
     /// The request head at the start of the input is refused.
     Reject(Rejection),
 }
@@ -123,6 +133,8 @@ pub(crate) struct Gate {
     max_head: usize,
     /// How much of the current partial head was searched for its end.
     searched: usize,
+    /// The current request asked for an upgrade: pause after its body.
+    upgrade: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +150,8 @@ enum State {
     Open,
     /// A head was refused; nothing more passes.
     Closed,
+    /// After an upgrade request: nothing passes until [`Gate::resume`].
+    Paused,
 }
 
 /// hyper's chunked decoder states (`proto/h1/decode.rs`), with the size.
@@ -164,6 +178,29 @@ impl Gate {
             state: State::Head,
             max_head,
             searched: 0,
+            upgrade: false,
+        }
+    }
+
+    /// Whether the gate holds everything after an upgrade request.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.state == State::Paused
+    }
+
+    /// The upgrade request was answered without switching protocols: the
+    /// held bytes are the next request head.
+    pub(crate) fn resume(&mut self) {
+        if self.state == State::Paused {
+            self.state = State::Head;
+        }
+    }
+
+    /// Where the stream goes once the current request's body has ended.
+    fn after_body(&mut self) -> State {
+        if std::mem::take(&mut self.upgrade) {
+            State::Paused
+        } else {
+            State::Head
         }
     }
 
@@ -199,7 +236,7 @@ impl Gate {
                 let n = usize::try_from(left).map_or(input.len(), |left| left.min(input.len()));
                 let left = left - n as u64;
                 self.state = if left == 0 {
-                    State::Head
+                    self.after_body()
                 } else {
                     State::Length(left)
                 };
@@ -208,6 +245,7 @@ impl Gate {
             State::Chunked(chunk) => self.chunked(chunk, input),
             State::Open => Step::Body(input.len()),
             State::Closed => Step::NeedMore,
+            State::Paused => Step::Paused,
         }
     }
 
@@ -229,7 +267,11 @@ impl Gate {
                 let http10 = request.version == Some(0);
                 match check(request.headers, http10) {
                     Ok(body) => {
-                        self.state = body;
+                        self.upgrade = wants_upgrade(&request);
+                        self.state = match body {
+                            State::Head => self.after_body(),
+                            body => body,
+                        };
                         Step::Head(len)
                     }
                     Err(rejection) => Step::Reject(rejection),
@@ -295,7 +337,7 @@ impl Gate {
                 (Chunk::EndCr, b'\r') => Some(Chunk::EndLf),
                 (Chunk::EndCr, _) => Some(Chunk::Trailer),
                 (Chunk::EndLf, b'\n') => {
-                    self.state = State::Head;
+                    self.state = self.after_body();
                     return Step::Body(at);
                 }
                 _ => None,
@@ -360,6 +402,20 @@ fn check(headers: &[httparse::Header<'_>], http10: bool) -> Result<State, Reject
         Some(0) | None => State::Head,
         Some(n) => State::Length(n),
     })
+}
+
+/// Whether hyper treats the request as a possible upgrade: `CONNECT`, or
+/// HTTP/1.1 with an `Upgrade` header (the last `Upgrade` line decides, as
+/// in hyper's `role.rs`).
+fn wants_upgrade(request: &httparse::Request<'_, '_>) -> bool {
+    let http11 = request.version == Some(1);
+    let mut wants = request.method == Some("CONNECT");
+    for header in request.headers.iter() {
+        if header.name.eq_ignore_ascii_case("upgrade") {
+            wants = http11;
+        }
+    }
+    wants
 }
 
 /// A plain decimal number, as hyper reads `Content-Length` (no sign, no list).

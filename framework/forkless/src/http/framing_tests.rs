@@ -14,7 +14,7 @@ fn run(stream: &[u8], chunk: usize) -> Vec<Step> {
             match step {
                 Step::Head(n) | Step::Body(n) => released += n,
                 Step::NeedMore => break,
-                Step::Reject(_) => return steps,
+                Step::Paused | Step::Reject(_) => return steps,
             }
         }
     }
@@ -256,4 +256,60 @@ fn rejections_map_to_their_statuses() {
             .message()
             .ends_with('\n')
     );
+}
+
+#[test]
+fn an_upgrade_request_pauses_the_gate_until_resumed() {
+    let upgrade =
+        "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let next = "GET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+    let stream = format!("{upgrade}\x01\x05hello{next}");
+    let mut gate = Gate::new(1024);
+    assert_eq!(gate.step(stream.as_bytes()), Step::Head(upgrade.len()));
+    assert!(gate.is_paused());
+    // The frame bytes after the head are held, not parsed.
+    assert_eq!(gate.step(&stream.as_bytes()[upgrade.len()..]), Step::Paused);
+    gate.resume();
+    assert!(!gate.is_paused());
+    assert_eq!(gate.step(next.as_bytes()), Step::Head(next.len()));
+    assert!(gate.at_head());
+}
+
+#[test]
+fn an_upgrade_request_with_a_body_pauses_after_the_body() {
+    let head = "POST /up HTTP/1.1\r\nHost: x\r\nUpgrade: thing\r\nContent-Length: 3\r\n\r\n";
+    let stream = format!("{head}abcMORE");
+    assert_eq!(
+        run(stream.as_bytes(), stream.len()),
+        vec![Step::Head(head.len()), Step::Body(3), Step::Paused]
+    );
+    let chunked =
+        "POST /up HTTP/1.1\r\nHost: x\r\nUpgrade: thing\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let stream = format!("{chunked}3\r\nabc\r\n0\r\n\r\nMORE");
+    let steps = framed(stream.as_bytes(), 1);
+    assert_eq!(steps.last(), Some(&Step::Paused));
+}
+
+#[test]
+fn hyper_rule_decides_what_is_an_upgrade() {
+    for (head, pauses) in [
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
+            true,
+        ),
+        ("CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", true),
+        ("GET / HTTP/1.0\r\nUpgrade: websocket\r\n\r\n", false),
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n",
+            false,
+        ),
+    ] {
+        let mut gate = Gate::new(1024);
+        assert_eq!(
+            gate.step(head.as_bytes()),
+            Step::Head(head.len()),
+            "{head:?}"
+        );
+        assert_eq!(gate.is_paused(), pauses, "{head:?}");
+    }
 }

@@ -27,6 +27,14 @@
 //! an idle connection (hyper sees the end of the stream), refuse a late head
 //! (`408`, through the stand-in), or fail a stalled body read with
 //! [`io::ErrorKind::TimedOut`]. A passed send deadline ends the connection.
+//!
+//! Upgrades: after an upgrade request the gate pauses (see `framing.rs`) and
+//! reads return `Pending` without touching the socket. When that request's
+//! response is done and was not a `101`, [`Flush`] resumes the gate and
+//! wakes the task, so the held bytes are read as the next request. After a
+//! `101`, hyper ends the connection and [`Conn::into_upgraded`] hands the
+//! socket and the held bytes to the upgrade task: none of the timeouts here
+//! apply to it any more.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -38,6 +46,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -46,6 +55,7 @@ use super::framing::{Gate, Rejection, STAND_IN, Step};
 use super::limits::{Limits, ReadClock, Verdict, Waiting};
 use super::requests::Requests;
 use super::timer::ShardSleep;
+use super::upgrade::Upgraded;
 use crate::shard::ShardCounters;
 
 /// Receive buffer per connection: a burst of pipelined requests.
@@ -155,6 +165,7 @@ impl Inner {
                     self.clock.on_head_bytes();
                     return;
                 }
+                Step::Paused => return,
                 Step::Reject(rejection) => return self.refuse(rejection),
             }
         }
@@ -225,6 +236,11 @@ impl Inner {
                 self.stand_in = Some(at + n);
                 return Poll::Ready(Ok(()));
             }
+            if self.gate.is_paused() {
+                // After an upgrade request: [`Flush`] resumes the gate (and
+                // wakes the task) if the answer is not a `101`.
+                return Poll::Pending;
+            }
             if self.gate.is_closed() {
                 // Refused or timed out: the answer hyper is writing closes
                 // the connection; nothing more is read.
@@ -288,6 +304,17 @@ impl Inner {
                 },
             );
         }
+    }
+
+    /// Resumes a paused gate once the upgrade request was answered without
+    /// switching protocols; returns whether it did.
+    fn resume_declined_upgrade(&mut self) -> bool {
+        if !self.gate.is_paused() || self.requests.open() > 0 || self.requests.switched() {
+            return false;
+        }
+        self.gate.resume();
+        self.admit();
+        true
     }
 
     /// Reads and discards until the peer closes, for a lingering close.
@@ -380,6 +407,24 @@ impl Conn {
         });
         let _ = crate::time::timeout(LINGER_TIME, discard).await;
     }
+
+    /// After hyper ended the connection on a `101`: the socket, with the
+    /// bytes hyper read past the head (`read_buf`) and those the gate held,
+    /// for the upgrade task. `None` if hyper's half is still shared.
+    pub(crate) fn into_upgraded(self, io: Io, read_buf: Bytes) -> Option<Upgraded> {
+        drop(io);
+        let inner = Rc::try_unwrap(self.inner).ok()?.into_inner();
+        let held = &inner.recv[inner.start..inner.end];
+        let unread = if read_buf.is_empty() {
+            Bytes::copy_from_slice(held)
+        } else {
+            let mut all = Vec::with_capacity(read_buf.len() + held.len());
+            all.extend_from_slice(&read_buf);
+            all.extend_from_slice(held);
+            Bytes::from(all)
+        };
+        Some(Upgraded::new(inner.stream, unread, inner.counters))
+    }
 }
 
 /// How a driven connection ended.
@@ -416,6 +461,10 @@ where
                 this.done = Some(output);
             }
             let mut inner = this.inner.borrow_mut();
+            if this.done.is_none() && inner.resume_declined_upgrade() {
+                // hyper reads again only when woken.
+                cx.waker().wake_by_ref();
+            }
             let sent = inner.poll_send(cx);
             if let Some(output) = this.done.take() {
                 // Over; a peer that stopped reading gets nothing more.

@@ -14,6 +14,9 @@
 //! keep-alive connections, stalled or trickling bodies and clients that stop
 //! reading are cut off; each shard holds at most so many connections (`503`
 //! beyond). [`read_body`] reads a whole body within a size limit (`413`).
+//!
+//! [`upgrade`] hands a connection switched by `101 Switching Protocols`
+//! (a WebSocket) to a task of the handler's, on the same shard.
 
 mod accept;
 mod body;
@@ -27,6 +30,7 @@ mod response;
 mod server;
 mod service;
 pub(crate) mod timer;
+pub mod upgrade;
 
 pub use body::{Body, BoxError};
 pub use body_read::{BodyError, read_body, read_body_default};

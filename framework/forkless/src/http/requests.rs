@@ -10,8 +10,12 @@
 //! A refused head reaches hyper as a stand-in, and the service answers the
 //! call with the same index with the refusal. hyper calls the service once
 //! per head, in order, so indexes match.
+//!
+//! An upgrade request answered with `101` switches the connection: the
+//! service records it here (with the handler's upgrade task), so the adapter
+//! keeps its gate paused and the connection task hands the socket over.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -20,6 +24,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::framing::Rejection;
+use super::upgrade::UpgradeTask;
 use super::{Body, BoxError};
 
 /// The request bookkeeping of one connection; see the module docs.
@@ -31,6 +36,8 @@ pub(crate) struct Requests {
     refused: Cell<Option<(u64, Rejection)>>,
     linger: Cell<bool>,
     draining: Cell<bool>,
+    switched: Cell<bool>,
+    upgrade: RefCell<Option<UpgradeTask>>,
 }
 
 impl Requests {
@@ -86,6 +93,23 @@ impl Requests {
     /// Whether [`linger`](Self::linger) was asked for.
     pub(crate) fn wants_linger(&self) -> bool {
         self.linger.get()
+    }
+
+    /// An upgrade request was answered with `101`: HTTP ends on this
+    /// connection; `task` (if the handler registered one) gets the socket.
+    pub(crate) fn switch(&self, task: Option<UpgradeTask>) {
+        self.switched.set(true);
+        *self.upgrade.borrow_mut() = task;
+    }
+
+    /// Whether a `101` was answered (see [`switch`](Self::switch)).
+    pub(crate) fn switched(&self) -> bool {
+        self.switched.get()
+    }
+
+    /// The upgrade task to hand the socket to, once.
+    pub(crate) fn take_upgrade(&self) -> Option<UpgradeTask> {
+        self.upgrade.borrow_mut().take()
     }
 }
 

@@ -5,10 +5,16 @@
 //! the backlog, and the shard keeps serving the connections it has. A
 //! connection whose last answer refused a request closes lingering (see
 //! `Conn::linger`), so the client reads that answer rather than a reset.
+//!
+//! A connection switched by a `101` stays in its task: the task takes the
+//! socket back from hyper and runs the handler's upgrade task on it (under
+//! `catch_unwind`), still counted as an open connection. On shutdown the
+//! upgrade task has [`Ctx::upgrade_grace`] to end by itself; then it is
+//! dropped and its socket closed.
 
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -27,6 +33,7 @@ use super::limits::Limits;
 use super::requests::Requests;
 use super::service::{App, ShardService};
 use super::timer::ShardTimer;
+use super::upgrade::{UpgradeTask, Upgraded};
 use crate::Error;
 use crate::shard::latch::Latch;
 use crate::shard::{Shard, ShardCounters};
@@ -51,6 +58,10 @@ const REFUSE_TIME: Duration = Duration::from_secs(1);
 /// are closed without an answer.
 const MAX_REFUSING: usize = 64;
 
+/// Longest an upgraded connection may outlive the start of a shutdown (and
+/// at most half the shutdown timeout).
+const MAX_UPGRADE_GRACE: Duration = Duration::from_secs(5);
+
 /// What every connection of a shard shares.
 struct Ctx<H> {
     app: Rc<App<H>>,
@@ -62,6 +73,8 @@ struct Ctx<H> {
     /// The `503` for connections past the limit.
     busy: Rc<[u8]>,
     refusing: Cell<usize>,
+    /// How long upgraded connections may run on after a shutdown began.
+    upgrade_grace: Duration,
 }
 
 /// Serves `handler` on `listeners` until the shard stops, then waits for open
@@ -101,6 +114,7 @@ pub(crate) async fn serve<H: Handler>(
         open: OpenConnections::default(),
         limits,
         refusing: Cell::new(0),
+        upgrade_grace: (shard.config().shutdown_timeout / 2).min(MAX_UPGRADE_GRACE),
     });
 
     tracing::debug!(listeners = listeners.len(), "serving");
@@ -163,11 +177,22 @@ async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
     let requests = Rc::new(Requests::default());
     let service = ShardService::new(ctx.app.clone(), requests.clone());
     let (io, conn) = io::split(stream, ctx.limits, requests.clone(), ctx.counters.clone());
-    let hyper_conn = ctx.builder.serve_connection(io, service);
-    let served =
-        AssertUnwindSafe(conn.drive(Box::pin(drive(hyper_conn, &ctx.stopping, &requests))))
-            .catch_unwind()
-            .await;
+    let mut hyper_conn = ctx.builder.serve_connection(io, service);
+    let served = AssertUnwindSafe(conn.drive(Box::pin(drive(&mut hyper_conn, &ctx.stopping, &requests))))
+        .catch_unwind()
+        .await;
+    if let Ok(Ended::Done(Ok(()))) = served
+        && let Some(task) = requests.take_upgrade()
+    {
+        // hyper stopped at the `101` (sent by now) without shutting the socket.
+        let parts = hyper_conn.into_parts();
+        match conn.into_upgraded(parts.io, parts.read_buf) {
+            Some(upgraded) => run_upgraded(task, upgraded, &ctx).await,
+            None => tracing::error!("upgraded connection still shared; closed"),
+        }
+        return;
+    }
+    drop(hyper_conn);
     let linger = match served {
         Ok(Ended::Done(Ok(()))) => requests.wants_linger(),
         Ok(Ended::Done(Err(error))) => {
@@ -190,22 +215,45 @@ async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
 /// Serves one connection. When the shard stops, every response from then
 /// on carries `Connection: close`; a connection still open after
 /// [`DRAIN_GRACE`] finishes the request in flight, if any, and closes.
+/// After a `101`, ends without shutting the socket (hyper's manual upgrade).
 async fn drive<H: Handler>(
-    conn: http1::Connection<Io, ShardService<H>>,
+    conn: &mut http1::Connection<Io, ShardService<H>>,
     stopping: &Latch,
     requests: &Requests,
 ) -> hyper::Result<()> {
-    let mut conn = pin!(conn);
-    if let Either::Left((result, _)) = select(conn.as_mut(), pin!(stopping.wait())).await {
+    if let Either::Left((result, _)) = select(&mut *conn, pin!(stopping.wait())).await {
         return result;
     }
     requests.drain();
     let grace = pin!(crate::time::sleep(DRAIN_GRACE));
-    if let Either::Left((result, _)) = select(conn.as_mut(), grace).await {
+    if let Either::Left((result, _)) = select(&mut *conn, grace).await {
         return result;
     }
-    conn.as_mut().graceful_shutdown();
+    Pin::new(&mut *conn).graceful_shutdown();
     conn.await
+}
+
+/// Runs the handler's upgrade task on a switched connection: a panic closes
+/// this connection only; on shutdown, the task gets the grace period and is
+/// then dropped (closing the socket).
+async fn run_upgraded<H>(task: UpgradeTask, upgraded: Upgraded, ctx: &Ctx<H>) {
+    tracing::debug!("connection upgraded");
+    let run = AssertUnwindSafe(async move { task.run(upgraded).await }).catch_unwind();
+    let grace = async {
+        ctx.stopping.wait().await;
+        crate::time::sleep(ctx.upgrade_grace).await;
+    };
+    match select(pin!(run), pin!(grace)).await {
+        Either::Left((Ok(()), _)) => tracing::debug!("upgraded connection ended"),
+        Either::Left((Err(_), _)) => {
+            ctx.counters.handler_panic();
+            tracing::error!("upgrade task panicked; connection closed");
+        }
+        Either::Right(((), _)) => tracing::debug!(
+            grace = ?ctx.upgrade_grace,
+            "upgraded connection still open after the shutdown grace; closed"
+        ),
+    }
 }
 
 /// Answers a connection past the limit with `503` and closes it; past

@@ -7,6 +7,10 @@
 //! response body is [`Tracked`], so the connection knows when hyper finished
 //! it. Every response is counted here too, by status class and latency (from
 //! hyper calling the service to the response being handed back).
+//!
+//! An upgrade request gets an `Offer` for the handler to register its
+//! upgrade task in (`upgrade::on`); when the answer is `101`, the service
+//! records the switch in [`Requests`] for the connection task.
 
 use std::convert::Infallible;
 use std::future::{Future, ready};
@@ -21,6 +25,7 @@ use http::header::{CONNECTION, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::requests::{Requests, Tracked};
+use super::upgrade::Offer;
 use super::{Body, Handler, IntoResponse, Request};
 use crate::shard::ShardCounters;
 
@@ -52,7 +57,7 @@ impl<H: Handler> hyper::service::Service<Request> for ShardService<H> {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Answer>>>;
 
-    fn call(&self, request: Request) -> Self::Future {
+    fn call(&self, mut request: Request) -> Self::Future {
         let started = Instant::now();
         let app = self.app.clone();
         let requests = self.requests.clone();
@@ -61,6 +66,7 @@ impl<H: Handler> hyper::service::Service<Request> for ShardService<H> {
             let response = closing(rejection.status(), rejection.message());
             return Box::pin(ready(Ok(finish(&app, &requests, response, started))));
         }
+        let offer = Offer::open(&mut request);
         Box::pin(async move {
             let answered = AssertUnwindSafe(async { app.handler.call(request).await })
                 .catch_unwind()
@@ -73,6 +79,11 @@ impl<H: Handler> hyper::service::Service<Request> for ShardService<H> {
                     closing(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
                 }
             };
+            if let Some(offer) = offer
+                && response.status() == StatusCode::SWITCHING_PROTOCOLS
+            {
+                requests.switch(offer.into_task());
+            }
             if asks_to_close(&response)
                 && (response.status().is_client_error() || response.status().is_server_error())
             {
