@@ -178,9 +178,10 @@ async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
     let service = ShardService::new(ctx.app.clone(), requests.clone());
     let (io, conn) = io::split(stream, ctx.limits, requests.clone(), ctx.counters.clone());
     let mut hyper_conn = ctx.builder.serve_connection(io, service);
-    let served = AssertUnwindSafe(conn.drive(Box::pin(drive(&mut hyper_conn, &ctx.stopping, &requests))))
-        .catch_unwind()
-        .await;
+    let served =
+        AssertUnwindSafe(conn.drive(Box::pin(drive(&mut hyper_conn, &ctx.stopping, &requests))))
+            .catch_unwind()
+            .await;
     if let Ok(Ended::Done(Ok(()))) = served
         && let Some(task) = requests.take_upgrade()
     {
