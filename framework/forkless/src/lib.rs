@@ -80,6 +80,21 @@ pub mod __private {
     pub use crate::entry::{MainOptions, ShardOutcome, run_main};
 }
 
+/// glommio registers the process for private expedited `membarrier` on
+/// first use. In a process with one thread that is one system call; with
+/// threads alive the kernel waits for an RCU grace period first, which was
+/// seen to take seconds on a loaded machine (a binary upgrade's new process
+/// beside the loaded old one, tests running shards inside a test harness).
+/// So every binary linking forkless registers before `main`, while it still
+/// has one thread.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static MEMBARRIER_BEFORE_MAIN: extern "C" fn() = membarrier_before_main;
+
+extern "C" fn membarrier_before_main() {
+    glommio::early_init();
+}
+
 /// The README's example, compiled as a doctest so it cannot rot.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

@@ -121,10 +121,7 @@ where
     Fut::Output: ShardOutcome,
 {
     let started = Instant::now();
-    // Before any thread exists: glommio registers the process for private
-    // expedited membarrier, which is instant in a single-threaded process
-    // and, with threads, waits for an RCU grace period (seen stuck for
-    // seconds when a binary upgrade starts beside a loaded process).
+    // Done before `main` already (`membarrier_before_main`); idempotent.
     glommio::early_init();
     // Read first: a binary upgrade starts this path with these arguments
     // (the file at the path may be replaced by then: that is the point).
