@@ -23,6 +23,8 @@ struct Outgoing<M, R> {
     space: Arc<Wake>,
     /// Incarnation of the receiver this ring was made for.
     generation: u64,
+    /// That incarnation's wake.
+    inbox: Arc<Wake>,
     load: Arc<RingLoad>,
 }
 
@@ -34,6 +36,10 @@ struct Incoming<M, R> {
 
 pub(crate) struct LocalEnd<M, R> {
     pub(crate) me: ShardId,
+    /// This incarnation's number: the rings it takes are made for it.
+    generation: u64,
+    /// What this incarnation parks on when its inbox is empty.
+    inbox: Arc<Wake>,
     pub(crate) mesh: Arc<Mesh<M, R>>,
     out: RefCell<Vec<Option<Outgoing<M, R>>>>,
     inbound: RefCell<Vec<Incoming<M, R>>>,
@@ -45,10 +51,23 @@ pub(crate) struct LocalEnd<M, R> {
 }
 
 impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
-    pub(crate) fn new(me: ShardId, mesh: Arc<Mesh<M, R>>, counters: Arc<ShardCounters>) -> Self {
+    /// The bus end of incarnation `incarnation` of shard `me`.
+    pub(crate) fn new(
+        me: ShardId,
+        incarnation: u32,
+        mesh: Arc<Mesh<M, R>>,
+        counters: Arc<ShardCounters>,
+    ) -> Self {
         let targets = mesh.slots.len();
+        let generation = u64::from(incarnation);
+        let inbox = mesh
+            .slots
+            .get(me.get())
+            .map_or_else(|| Arc::new(Wake::default()), |slot| slot.inbox(generation));
         Self {
             me,
+            generation,
+            inbox,
             mesh,
             out: RefCell::new((0..targets).map(|_| None).collect()),
             inbound: RefCell::new(Vec::new()),
@@ -92,11 +111,12 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
                 let (producer, consumer) = rtrb::RingBuffer::new(self.mesh.capacity);
                 let space = Arc::new(Wake::default());
                 let load = Arc::new(RingLoad::default());
-                slot.adopt(self.me, consumer, space.clone(), load.clone());
+                slot.adopt(generation, self.me, consumer, space.clone(), load.clone());
                 entry.insert(Outgoing {
                     producer,
                     space,
                     generation,
+                    inbox: slot.inbox(generation),
                     load,
                 })
             }
@@ -105,7 +125,7 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
             Ok(()) => {
                 outgoing.load.pushed();
                 self.counters.bus_sent();
-                slot.inbox.notify();
+                outgoing.inbox.notify();
                 Ok(())
             }
             Err(rtrb::PushError::Full(envelope)) => Err(TrySendError::Full(envelope)),
@@ -156,7 +176,7 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
         let slot = self.mesh.slots.get(self.me.get())?;
         if slot.has_fresh() {
             let mut inbound = self.inbound.borrow_mut();
-            for (_from, consumer, space, load) in slot.take_fresh() {
+            for (_from, consumer, space, load) in slot.take_fresh(self.generation) {
                 inbound.push(Incoming {
                     consumer,
                     space,
@@ -187,13 +207,13 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
         if let Some(envelope) = spin(self.spin, || self.try_recv()) {
             return Poll::Ready(envelope);
         }
-        let Some(slot) = self.mesh.slots.get(self.me.get()) else {
+        if self.mesh.slots.get(self.me.get()).is_none() {
             return Poll::Pending;
-        };
-        slot.inbox.park(cx.waker());
+        }
+        self.inbox.park(cx.waker());
         match self.try_recv() {
             Some(envelope) => {
-                slot.inbox.unpark();
+                self.inbox.unpark();
                 Poll::Ready(envelope)
             }
             None => Poll::Pending,

@@ -98,7 +98,8 @@ impl Wake {
     }
 }
 
-/// Whether a shard runs, and which incarnation: read by senders on every send.
+/// Whether a shard runs, and which incarnation owns its inbox (its number):
+/// read by senders on every send.
 #[derive(Debug, Default)]
 struct Liveness {
     open: AtomicBool,
@@ -106,12 +107,20 @@ struct Liveness {
 }
 
 /// One receiving shard's end of a mesh.
+///
+/// During a rolling reload two incarnations of the shard run at once, so
+/// what the receiver takes and parks on is per incarnation: rings are made
+/// for the incarnation that owned the inbox when they were made (and only
+/// it takes them), and each incarnation parks on a [`Wake`] of its own,
+/// which the senders of its rings notify. An old incarnation keeps
+/// receiving what was sent to it; nothing sent to the new one reaches it.
 pub(crate) struct Slot<M, R> {
-    /// Receiver parked on an empty inbox.
-    pub(crate) inbox: CachePadded<Wake>,
+    /// Per incarnation: its receiver, parked on an empty inbox.
+    inboxes: Mutex<Vec<(u64, Arc<Wake>)>>,
     live: CachePadded<Liveness>,
-    /// Rings made by senders since the receiver last looked.
-    fresh: Mutex<Vec<FreshRing<M, R>>>,
+    /// Rings made by senders since their receiver last looked, with the
+    /// incarnation each was made for.
+    fresh: Mutex<Vec<(u64, FreshRing<M, R>)>>,
     has_fresh: AtomicBool,
     /// The loads of every ring into this shard's current incarnation.
     loads: Mutex<Vec<Arc<RingLoad>>>,
@@ -130,13 +139,13 @@ pub(crate) struct Mesh<M, R> {
 }
 
 impl<M: Send + 'static, R: Send + 'static> Mesh<M, R> {
-    fn new(shards: usize, capacity: usize, open: &[bool], closed: Arc<Event>) -> Self {
+    fn new(shards: usize, capacity: usize, state: &RegistryState, closed: Arc<Event>) -> Self {
         let slots = (0..shards)
             .map(|i| Slot {
-                inbox: CachePadded::new(Wake::default()),
+                inboxes: Mutex::new(Vec::new()),
                 live: CachePadded::new(Liveness {
-                    open: AtomicBool::new(open.get(i).copied().unwrap_or(false)),
-                    generation: AtomicU64::new(0),
+                    open: AtomicBool::new(state.open.get(i).copied().unwrap_or(false)),
+                    generation: AtomicU64::new(state.owner.get(i).copied().map_or(0, u64::from)),
                 }),
                 fresh: Mutex::new(Vec::new()),
                 has_fresh: AtomicBool::new(false),
@@ -158,32 +167,56 @@ impl<M, R> Slot<M, R> {
         self.live.open.load(Ordering::Acquire)
     }
 
-    /// Incarnation of the receiving shard; rings of an older one are stale.
+    /// The incarnation that owns the inbox; rings of an older one are stale.
     pub(crate) fn generation(&self) -> u64 {
         self.live.generation.load(Ordering::Acquire)
     }
 
-    /// Hands a new ring from `from` to this slot's shard.
+    /// The wake incarnation `generation` parks on (made on first use).
+    pub(crate) fn inbox(&self, generation: u64) -> Arc<Wake> {
+        let mut inboxes = lock(&self.inboxes);
+        if let Some((_, wake)) = inboxes.iter().find(|(g, _)| *g == generation) {
+            return wake.clone();
+        }
+        let wake = Arc::new(Wake::default());
+        inboxes.push((generation, wake.clone()));
+        wake
+    }
+
+    /// Hands a new ring from `from` to incarnation `generation` of this
+    /// slot's shard.
     pub(crate) fn adopt(
         &self,
+        generation: u64,
         from: ShardId,
         consumer: rtrb::Consumer<Envelope<M, R>>,
         space: Arc<Wake>,
         load: Arc<RingLoad>,
     ) {
         lock(&self.loads).push(load.clone());
-        lock(&self.fresh).push((from, consumer, space, load));
+        lock(&self.fresh).push((generation, (from, consumer, space, load)));
         self.has_fresh.store(true, Ordering::Release);
-        self.inbox.notify();
+        self.inbox(generation).notify();
     }
 
-    /// Rings handed over since the last call.
-    pub(crate) fn take_fresh(&self) -> Vec<FreshRing<M, R>> {
+    /// Rings handed to incarnation `generation` since it last looked.
+    pub(crate) fn take_fresh(&self, generation: u64) -> Vec<FreshRing<M, R>> {
         if !self.has_fresh.load(Ordering::Acquire) {
             return Vec::new();
         }
-        self.has_fresh.store(false, Ordering::Relaxed);
-        std::mem::take(&mut *lock(&self.fresh))
+        let mut fresh = lock(&self.fresh);
+        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut *fresh)
+            .into_iter()
+            .partition(|(g, _)| *g == generation);
+        // Rings of another incarnation stay for it.
+        self.has_fresh.store(!others.is_empty(), Ordering::Relaxed);
+        *fresh = others;
+        mine.into_iter().map(|(_, ring)| ring).collect()
+    }
+
+    /// Wakes the current incarnation's receiver (after a coordinator send).
+    pub(crate) fn notify_current(&self) {
+        self.inbox(self.generation()).notify();
     }
 
     pub(crate) fn has_fresh(&self) -> bool {
@@ -197,26 +230,39 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Open/close of shards, applied to every mesh of a runtime.
 trait Lifecycle: Send + Sync {
-    fn set_open(&self, shard: ShardId, open: bool);
+    /// Incarnation `incarnation` owns `shard`'s inbox from now on.
+    fn activate(&self, shard: ShardId, incarnation: u32);
+
+    /// Incarnation `incarnation` of `shard` ended; when it owned the inbox
+    /// (`owner`), the shard is closed.
+    fn retire(&self, shard: ShardId, incarnation: u32, owner: bool);
 
     /// Messages waiting for `shard` in this mesh.
     fn queued(&self, shard: ShardId) -> u64;
 }
 
 impl<M: Send + 'static, R: Send + 'static> Lifecycle for Mesh<M, R> {
-    fn set_open(&self, shard: ShardId, open: bool) {
+    fn activate(&self, shard: ShardId, incarnation: u32) {
         if let Some(slot) = self.slots.get(shard.get()) {
-            if open {
-                slot.live.generation.fetch_add(1, Ordering::AcqRel);
-            }
-            slot.live.open.store(open, Ordering::Release);
-            if !open {
-                // Rings made for the old incarnation are useless now.
-                lock(&slot.fresh).clear();
-                slot.has_fresh.store(false, Ordering::Relaxed);
-                lock(&slot.loads).clear();
-            }
+            slot.live
+                .generation
+                .store(u64::from(incarnation), Ordering::Release);
+            slot.live.open.store(true, Ordering::Release);
         }
+    }
+
+    fn retire(&self, shard: ShardId, incarnation: u32, owner: bool) {
+        let Some(slot) = self.slots.get(shard.get()) else {
+            return;
+        };
+        let generation = u64::from(incarnation);
+        if owner {
+            slot.live.open.store(false, Ordering::Release);
+            lock(&slot.loads).clear();
+        }
+        // What was made for it is useless now.
+        lock(&slot.fresh).retain(|(g, _)| *g != generation);
+        lock(&slot.inboxes).retain(|(g, _)| *g != generation);
     }
 
     fn queued(&self, shard: ShardId) -> u64 {
@@ -237,6 +283,8 @@ struct Entry {
 pub(crate) struct Registry {
     shards: usize,
     capacity: usize,
+    /// Open connections per shard, for the accept-side hand-off.
+    balance: crate::http::balance::Balance,
     state: Mutex<RegistryState>,
     closed: Arc<Event>,
 }
@@ -262,6 +310,7 @@ impl Registry {
         Self {
             shards,
             capacity: capacity.max(1),
+            balance: crate::http::balance::Balance::new(shards),
             state: Mutex::new(RegistryState {
                 meshes: HashMap::new(),
                 open: vec![true; shards],
@@ -273,6 +322,10 @@ impl Registry {
 
     pub(crate) fn shards(&self) -> usize {
         self.shards
+    }
+
+    pub(crate) fn balance(&self) -> &crate::http::balance::Balance {
+        &self.balance
     }
 
     /// The mesh of `(M, R)`, made on first use.
@@ -287,7 +340,7 @@ impl Registry {
         let mesh = Arc::new(Mesh::<M, R>::new(
             self.shards,
             self.capacity,
-            &state.open,
+            &state,
             self.closed.clone(),
         ));
         state.meshes.insert(
@@ -319,7 +372,12 @@ impl Registry {
         if let Some(owner) = state.owner.get_mut(shard.get()) {
             *owner = incarnation;
         }
-        Self::set_open(&mut state, shard, true);
+        if let Some(open) = state.open.get_mut(shard.get()) {
+            *open = true;
+        }
+        for entry in state.meshes.values() {
+            entry.lifecycle.activate(shard, incarnation);
+        }
     }
 
     /// Incarnation `incarnation` of `shard` ended: when it still owned the
@@ -327,20 +385,16 @@ impl Registry {
     /// up) until the next [`activate`](Self::activate).
     pub(crate) fn retire(&self, shard: ShardId, incarnation: u32) {
         let mut state = lock(&self.state);
-        if state.owner.get(shard.get()) != Some(&incarnation) {
-            return;
-        }
-        Self::set_open(&mut state, shard, false);
-        drop(state);
-        self.closed.notify(usize::MAX);
-    }
-
-    fn set_open(state: &mut RegistryState, shard: ShardId, open: bool) {
-        if let Some(flag) = state.open.get_mut(shard.get()) {
-            *flag = open;
+        let owner = state.owner.get(shard.get()) == Some(&incarnation);
+        if owner && let Some(open) = state.open.get_mut(shard.get()) {
+            *open = false;
         }
         for entry in state.meshes.values() {
-            entry.lifecycle.set_open(shard, open);
+            entry.lifecycle.retire(shard, incarnation, owner);
+        }
+        drop(state);
+        if owner {
+            self.closed.notify(usize::MAX);
         }
     }
 }
@@ -360,8 +414,8 @@ mod tests {
             Arc::new(ShardCounters::default()),
             Arc::new(ShardCounters::default()),
         ];
-        let sender = LocalEnd::new(one, mesh.clone(), counters[0].clone());
-        let receiver = LocalEnd::new(two, mesh.clone(), counters[1].clone());
+        let sender = LocalEnd::new(one, 0, mesh.clone(), counters[0].clone());
+        let receiver = LocalEnd::new(two, 0, mesh.clone(), counters[1].clone());
         for n in 0..3 {
             assert!(sender.try_push(two, sender.envelope(n, None)).is_ok());
         }
@@ -396,5 +450,31 @@ mod tests {
             1,
             "only the coordinator's queue is left"
         );
+    }
+
+    #[test]
+    fn two_incarnations_of_one_shard_each_get_what_was_sent_to_them() {
+        let registry = Registry::new(2, 8);
+        let mesh = registry.mesh::<u32, ()>();
+        let (one, two) = (ShardId::new(0), ShardId::new(1));
+        let counters = || Arc::new(ShardCounters::default());
+        registry.activate(two, 1);
+        let sender = LocalEnd::new(one, 1, mesh.clone(), counters());
+        let old = LocalEnd::new(two, 1, mesh.clone(), counters());
+        assert!(sender.try_push(two, sender.envelope(1, None)).is_ok());
+
+        // A rolling reload: incarnation 2 starts while 1 still runs.
+        registry.activate(two, 2);
+        let new = LocalEnd::new(two, 2, mesh.clone(), counters());
+        assert!(sender.try_push(two, sender.envelope(2, None)).is_ok());
+        // The old one takes only its own ring, even looking first.
+        assert_eq!(old.try_recv().map(|e| e.msg), Some(1));
+        assert_eq!(old.try_recv().map(|e| e.msg), None);
+        assert_eq!(new.try_recv().map(|e| e.msg), Some(2));
+
+        // The old one ending leaves the new one's inbox open.
+        registry.retire(two, 1);
+        assert!(sender.try_push(two, sender.envelope(3, None)).is_ok());
+        assert_eq!(new.try_recv().map(|e| e.msg), Some(3));
     }
 }

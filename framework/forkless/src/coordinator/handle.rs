@@ -121,7 +121,7 @@ impl<M: Send + 'static, R: Send + 'static> CoordinatorBus<M, R> {
         };
         match slot.from_coordinator.0.try_send(Self::envelope(msg, None)) {
             Ok(()) => {
-                slot.inbox.notify();
+                slot.notify_current();
                 Ok(())
             }
             Err(flume::TrySendError::Full(envelope)) => Err(TrySendError::Full(envelope.msg)),
@@ -145,7 +145,7 @@ impl<M: Send + 'static, R: Send + 'static> CoordinatorBus<M, R> {
             .0
             .send(envelope)
             .map_err(flume::SendError::into_inner)?;
-        slot.inbox.notify();
+        slot.notify_current();
         Ok(())
     }
 

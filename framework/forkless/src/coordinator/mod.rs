@@ -275,6 +275,7 @@ where
 /// One running incarnation of a shard.
 struct Incarnation {
     number: u32,
+    counters: Arc<ShardCounters>,
     control: flume::Sender<Command>,
     thread: Option<JoinHandle<()>>,
     listening: bool,
@@ -429,7 +430,7 @@ where
             bus: self.registry.clone(),
         };
         self.registry.activate(id, number);
-        self.board.attach(id, number, counters);
+        self.board.attach(id, number, counters.clone());
         let thread =
             match shard::thread::spawn(parts, self.io_memory, control_rx, self.shard_fn.clone()) {
                 Ok(thread) => thread,
@@ -442,6 +443,7 @@ where
         state.latest = number;
         state.current = Some(Incarnation {
             number,
+            counters,
             control,
             thread: Some(thread),
             listening: false,
@@ -564,6 +566,15 @@ where
         Ok(())
     }
 
+    /// An incarnation ended: the admin board keeps what it counted, and
+    /// the connections it still held (a dead thread closes none) stop
+    /// counting for the hand-off.
+    fn forget(&self, id: ShardId, ended: &Incarnation) {
+        self.board.detach(id, ended.number);
+        let leaked = ended.counters.snapshot().connections_open;
+        self.registry.balance().forget(id, leaked);
+    }
+
     /// Hands waiting orphans to listening shards, in turn.
     fn place_orphans(&mut self) {
         while let Some(stream) = self.orphans.pop_front() {
@@ -667,7 +678,7 @@ where
         // An incarnation a reload replaced has finished its requests.
         if let Some(mut old) = state.take_retiring(number) {
             old.join();
-            self.board.detach(id, number);
+            self.forget(id, &old);
             match &died {
                 None => tracing::debug!(shard = id.get(), number, "replaced incarnation finished"),
                 Some(why) => tracing::warn!(
@@ -692,7 +703,7 @@ where
             return;
         };
         current.join();
-        self.board.detach(id, number);
+        self.forget(id, &current);
         self.publish(id, number, LifecycleKind::Exit(reason));
         self.stand_in(id);
         // A reload's new incarnation ended before it listened: the old one

@@ -44,10 +44,10 @@ impl Acceptor {
     ///
     /// Cancel-safe: dropping the future while it waits takes nothing from
     /// the queue.
-    pub(crate) async fn accept(&self) -> io::Result<TcpStream> {
+    pub(crate) async fn accept(&self) -> io::Result<std::net::TcpStream> {
         loop {
             match self.listener.get_ref().accept() {
-                Ok((stream, _)) => return Ok(into_glommio(stream)),
+                Ok((stream, _)) => return Ok(stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),

@@ -19,6 +19,7 @@
 //! (a WebSocket) to a task of the handler's, on the same shard.
 
 mod accept;
+pub(crate) mod balance;
 mod body;
 mod body_read;
 mod framing;

@@ -27,7 +27,8 @@ use http::header::HeaderValue;
 use hyper::server::conn::http1;
 
 use super::Handler;
-use super::accept::Acceptor;
+use super::accept::{Acceptor, into_glommio};
+use super::balance::Balance;
 use super::io::{self, Ended, Io};
 use super::limits::Limits;
 use super::requests::Requests;
@@ -35,6 +36,9 @@ use super::service::{App, ShardService};
 use super::timer::ShardTimer;
 use super::upgrade::{UpgradeTask, Upgraded};
 use crate::Error;
+use crate::ShardId;
+use crate::bus::Bus;
+use crate::bus::mesh::Registry;
 use crate::shard::latch::Latch;
 use crate::shard::{Shard, ShardCounters};
 
@@ -75,7 +79,15 @@ struct Ctx<H> {
     refusing: Cell<usize>,
     /// How long upgraded connections may run on after a shutdown began.
     upgrade_grace: Duration,
+    me: ShardId,
+    /// Holds the connection table (`balance.rs`).
+    registry: Arc<Registry>,
+    /// Connections handed between shards.
+    handoff: Bus<Handoff>,
 }
+
+/// A connection one shard accepted and hands to another (`balance.rs`).
+struct Handoff(std::net::TcpStream);
 
 /// Serves `handler` on `listeners` until the shard stops, then waits for open
 /// connections to finish.
@@ -115,9 +127,14 @@ pub(crate) async fn serve<H: Handler>(
         limits,
         refusing: Cell::new(0),
         upgrade_grace: (shard.config().shutdown_timeout / 2).min(MAX_UPGRADE_GRACE),
+        me: shard.id(),
+        registry: shard.registry().clone(),
+        handoff: shard.bus::<Handoff>(),
     });
 
     tracing::debug!(listeners = listeners.len(), "serving");
+    let handoffs = crate::spawn(take_handoffs(ctx.clone()));
+    ctx.registry.balance().serving(ctx.me, true);
     shard.report_listening();
     let adopted = shard.take_adopted().map(|adopted| {
         let ctx = ctx.clone();
@@ -128,11 +145,13 @@ pub(crate) async fn serve<H: Handler>(
                     Either::Left((Ok(stream), _)) => stream,
                     Either::Left((Err(_), _)) | Either::Right(_) => return,
                 };
-                admit(super::accept::into_glommio(stream), &ctx);
+                admit(into_glommio(stream), &ctx);
             }
         })
     });
     futures::future::join_all(listeners.into_iter().map(|l| accept_loop(l, ctx.clone()))).await;
+    ctx.registry.balance().serving(ctx.me, false);
+    handoffs.await;
     if let Some(adopted) = adopted {
         adopted.await;
     }
@@ -152,12 +171,46 @@ async fn accept_loop<H: Handler>(listener: Acceptor, ctx: Rc<Ctx<H>>) {
             Either::Right(_) => return,
         };
         match accepted {
-            Ok(stream) => admit(stream, &ctx),
+            Ok(stream) => place(stream, &ctx),
             Err(error) => {
                 tracing::warn!(%error, "accept failed; retrying");
                 glommio::timer::sleep(ACCEPT_BACKOFF).await;
             }
         }
+    }
+}
+
+/// A connection this shard accepted: handed to a shard with clearly fewer
+/// connections (`balance.rs`), or served here.
+fn place<H: Handler>(stream: std::net::TcpStream, ctx: &Rc<Ctx<H>>) {
+    let balance = ctx.registry.balance();
+    let stream = match balance.pick(ctx.me) {
+        Some(target) => {
+            balance.handed(target);
+            match ctx.handoff.try_send(target, Handoff(stream)) {
+                Ok(()) => return,
+                Err(refused) => {
+                    balance.taken(target);
+                    refused.into_inner().0
+                }
+            }
+        }
+        None => stream,
+    };
+    admit(into_glommio(stream), ctx);
+}
+
+/// Serves what other shards hand over until the shard stops; then serves
+/// what is already on its way (each closes after one answer: draining).
+async fn take_handoffs<H: Handler>(ctx: Rc<Ctx<H>>) {
+    let mut stop = pin!(ctx.stopping.wait());
+    while let Either::Left((envelope, _)) = select(pin!(ctx.handoff.recv()), stop.as_mut()).await {
+        ctx.registry.balance().taken(ctx.me);
+        admit(into_glommio(envelope.msg.0), &ctx);
+    }
+    while let Some(envelope) = ctx.handoff.try_recv() {
+        ctx.registry.balance().taken(ctx.me);
+        admit(into_glommio(envelope.msg.0), &ctx);
     }
 }
 
@@ -171,7 +224,9 @@ fn admit<H: Handler>(stream: TcpStream, ctx: &Rc<Ctx<H>>) {
 }
 
 async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
-    let _open = ctx.open.enter(&ctx.counters);
+    let mut open = ctx
+        .open
+        .enter(&ctx.counters, ctx.registry.balance(), ctx.me);
     // Responses are flushed whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
     let requests = Rc::new(Requests::default());
@@ -208,9 +263,12 @@ async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
         }
     };
     if linger {
+        // Closing: no longer a connection to balance against.
+        open.closing();
         // Not past the start of a shutdown: that would only delay it.
         let _ = select(pin!(conn.linger()), pin!(ctx.stopping.wait())).await;
     }
+    drop(open);
 }
 
 /// Serves one connection. When the shard stops, every response from then
@@ -318,15 +376,38 @@ struct OpenConnections {
 struct OpenGuard<'a> {
     open: &'a OpenConnections,
     counters: &'a ShardCounters,
+    balance: &'a Balance,
+    me: ShardId,
+    /// Still counted in the connection table.
+    balanced: bool,
+}
+
+impl OpenGuard<'_> {
+    /// The connection is closing (lingering): it stops counting for the
+    /// hand-off, though the shard still waits for it on shutdown.
+    fn closing(&mut self) {
+        if std::mem::take(&mut self.balanced) {
+            self.balance.closed(self.me);
+        }
+    }
 }
 
 impl OpenConnections {
-    fn enter<'a>(&'a self, counters: &'a ShardCounters) -> OpenGuard<'a> {
+    fn enter<'a>(
+        &'a self,
+        counters: &'a ShardCounters,
+        balance: &'a Balance,
+        me: ShardId,
+    ) -> OpenGuard<'a> {
         self.count.set(self.count.get() + 1);
         counters.connection_opened();
+        balance.opened(me);
         OpenGuard {
             open: self,
             counters,
+            balance,
+            me,
+            balanced: true,
         }
     }
 
@@ -345,6 +426,7 @@ impl OpenConnections {
 
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
+        self.closing();
         let left = self.open.count.get() - 1;
         self.open.count.set(left);
         self.counters.connection_closed();

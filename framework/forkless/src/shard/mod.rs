@@ -173,6 +173,7 @@ impl Shard {
         let end = Rc::new(
             crate::bus::LocalEnd::new(
                 self.id(),
+                self.incarnation(),
                 self.inner.bus.mesh::<M, R>(),
                 self.inner.counters.clone(),
             )
@@ -196,6 +197,11 @@ impl Shard {
             ));
         }
         crate::http::serve(self, listeners, handler).await
+    }
+
+    /// The runtime's bus registry (also home of the connection table).
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.inner.bus
     }
 
     pub(crate) fn counters_arc(&self) -> &Arc<ShardCounters> {
