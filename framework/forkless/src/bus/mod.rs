@@ -47,6 +47,7 @@ mod error;
 mod local;
 pub(crate) mod mesh;
 mod run;
+mod send;
 
 use std::fmt;
 use std::rc::Rc;
@@ -55,6 +56,7 @@ use futures::channel::oneshot;
 
 pub use error::{BroadcastError, CallError, RunError, SendError, TrySendError};
 pub(crate) use run::serve_jobs;
+pub use send::SendBus;
 
 use crate::ShardId;
 pub(crate) use local::{LocalEnd, wait_reply};

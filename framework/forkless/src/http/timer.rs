@@ -72,6 +72,15 @@ impl ShardSleep {
         sleep
     }
 
+    /// A sleep until `deadline`, or `None` when this thread runs no shard
+    /// (where a sleep would never fire).
+    pub(crate) fn on_shard(deadline: Instant) -> Option<Self> {
+        if QUEUE.with(|queue| queue.borrow().is_none()) {
+            return None;
+        }
+        Some(Self::new(deadline))
+    }
+
     /// Moves the deadline; a later one than before is one atomic store.
     pub(crate) fn reset(&mut self, deadline: Instant) {
         self.arm(deadline);
