@@ -17,6 +17,7 @@
 
 mod body;
 mod body_read;
+mod context;
 mod framing;
 mod handler;
 mod io;
@@ -25,15 +26,20 @@ mod requests;
 mod response;
 mod server;
 mod service;
+mod timeout;
 pub(crate) mod timer;
+mod tower;
 
 pub use body::{Body, BoxError};
 pub use body_read::{BodyError, read_body, read_body_default};
+pub use context::ShardContext;
 pub use handler::Handler;
 pub use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 pub use hyper::body::Incoming;
 pub use response::IntoResponse;
 pub(crate) use server::serve;
+pub use timeout::{Timeout, TimeoutFuture, TimeoutLayer};
+pub use tower::RequestBody;
 
 /// A request as a handler receives it; the body streams in.
 pub type Request = http::Request<Incoming>;
