@@ -14,6 +14,10 @@
 //! }
 //! ```
 //!
+//! An axum `Router` (or any tower `Service`) runs on every shard just as
+//! well, with [`Shard::serve_tower`]; see [`http`] and the cargo feature
+//! `axum` (axum extractors for the shard's id and context).
+//!
 //! The layers, bottom up: [`shard`](Shard) (executor per core, placement,
 //! listener) -> coordinator (lifecycle, signals, shutdown) -> [`http`]
 //! (hyper on glommio). See `ARCHITECTURE.md` for the model and its invariants.

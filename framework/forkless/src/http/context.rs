@@ -31,6 +31,30 @@ thread_local! {
 /// }
 /// # let _ = shard_of::<()>;
 /// ```
+///
+/// In axum, take it as `Extension<ShardContext>`; with forkless's cargo
+/// feature `axum`, `ShardContext` and [`ShardId`] are extractors themselves
+/// (a request not served by `serve_tower` gets `500` from them):
+///
+/// ```
+/// # #[cfg(feature = "axum")] {
+/// use axum::Router;
+/// use axum::routing::get;
+/// use forkless::ShardId;
+/// use forkless::http::ShardContext;
+///
+/// async fn who(id: ShardId) -> String {
+///     format!("shard {id}\n")
+/// }
+///
+/// async fn all(ctx: ShardContext) -> String {
+///     format!("shard {} of {}\n", ctx.id(), ctx.count())
+/// }
+///
+/// let app: Router = Router::new().route("/who", get(who)).route("/all", get(all));
+/// # let _ = app;
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ShardContext {
     id: ShardId,

@@ -14,6 +14,36 @@
 //! keep-alive connections, stalled or trickling bodies and clients that stop
 //! reading are cut off; each shard holds at most so many connections (`503`
 //! beyond). [`read_body`] reads a whole body within a size limit (`413`).
+//!
+//! Two ways to answer requests, served by the same connection machinery
+//! (limits, `x-shard`, counters, panic isolation, graceful shutdown):
+//!
+//! - a [`Handler`], with [`Shard::serve`](crate::Shard::serve): an async
+//!   function of a [`Request`]; it may be `!Send` and hold shard-local state
+//!   (`Rc`, `RefCell`) with no locks;
+//! - any tower `Service`, with [`Shard::serve_tower`](crate::Shard::serve_tower):
+//!   an unmodified axum `Router` with its layers. Each request carries a
+//!   [`ShardContext`] (the shard's id and a `Send` handle on its bus); the
+//!   forkless cargo feature `axum` makes it, and [`ShardId`](crate::ShardId),
+//!   axum extractors. No tokio runtime runs on a shard: use
+//!   [`TimeoutLayer`] and [`crate::time`] where tokio's timers would panic.
+//!
+//! ```no_run
+//! use axum::Router;
+//! use axum::routing::get;
+//! use forkless::prelude::*;
+//!
+//! #[shard_main(listen = "127.0.0.1:3000")]
+//! async fn main(shard: Shard) -> Result<(), forkless::Error> {
+//!     let app = Router::new().route(
+//!         "/",
+//!         get(|axum::Extension(ctx): axum::Extension<forkless::http::ShardContext>| async move {
+//!             format!("hello from shard {}\n", ctx.id())
+//!         }),
+//!     );
+//!     shard.serve_tower(app).await
+//! }
+//! ```
 
 mod body;
 mod body_read;
