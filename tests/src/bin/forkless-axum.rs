@@ -5,7 +5,8 @@
 //!
 //! Routes: `/` (ok), `/users/{id}` (a numeric path parameter), `/search?q=&n=`
 //! (query), `POST /json` (a JSON body, answered in JSON), `POST /upload`
-//! (the body's length), `/shard` (the `ShardId` extractor), `/context` (the
+//! (the body's length; tower-http's `RequestBodyLimitLayer` at 64 KiB), `/big`
+//! (9,000 bytes, gzipped when asked by tower-http's `CompressionLayer`), `/shard` (the `ShardId` extractor), `/context` (the
 //! `ShardContext` extractor), `/extension` (`Extension<ShardContext>`),
 //! `/hits` (a per-shard counter in the router's state), `/slow` (answers
 //! after 300 ms), `/too-slow` (never answers in time: the forkless timeout
@@ -13,7 +14,8 @@
 //! `/bus/{to}` (asks shard `to` over the bus, with the state's `SendBus`),
 //! `/ctx-bus/{to}` (the same through `ShardContext::bus_with_reply`),
 //! `/tokio-timeout` (behind tower-http's `TimeoutLayer`, which needs a tokio
-//! runtime: it panics, so `500`).
+//! runtime: it panics, so `500`). Around all: tower-http's `TraceLayer`,
+//! `CorsLayer` and `CompressionLayer`, and tower's `ConcurrencyLimitLayer`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,10 @@ use forkless::http::{ShardContext, TimeoutLayer};
 use forkless::{Shard, ShardId, shard_main};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tower::limit::ConcurrencyLimitLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::CorsLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 /// A question over the bus: who asks.
@@ -78,8 +84,10 @@ fn app(state: AppState) -> Router {
         .route("/json", post(echo_json))
         .route(
             "/upload",
-            post(|body: Bytes| async move { format!("{}\n", body.len()) }),
+            post(|body: Bytes| async move { format!("{}\n", body.len()) })
+                .layer(RequestBodyLimitLayer::new(64 * 1024)),
         )
+        .route("/big", get(|| async { "forkless ".repeat(1000) }))
         .route(
             "/shard",
             get(|id: ShardId| async move { format!("{id}\n") }),
@@ -102,6 +110,9 @@ fn app(state: AppState) -> Router {
             StatusCode::GATEWAY_TIMEOUT,
             Duration::from_millis(500),
         ))
+        .layer(CompressionLayer::new())
+        .layer(CorsLayer::permissive())
+        .layer(ConcurrencyLimitLayer::new(64))
         .layer(TraceLayer::new_for_http())
 }
 

@@ -13,7 +13,7 @@
 //!   the service must be `Clone` (an axum `Router` is: an `Arc`); it, its
 //!   futures and its response bodies need not be `Send`.
 //! - **Request in.** The service receives `http::Request<`[`RequestBody`]`>`:
-//!   hyper's body, capped at `--max-body-size`, with a [`ShardContext`] in
+//!   hyper's body, capped at `--max-body-size` (`413` beyond), with a [`ShardContext`] in
 //!   its extensions.
 //! - **Response out.** Any `http::Response<B>` whose body is an
 //!   [`http_body::Body`] (any `Buf` data, an error convertible to
@@ -36,7 +36,9 @@ use tower_service::Service;
 
 use super::context::{self, ShardContext};
 use super::service::closing;
-use super::{Body, BoxError, Handler, Incoming, Request, Response, StatusCode};
+use super::{
+    Body, BodyError, BoxError, Handler, Incoming, IntoResponse, Request, Response, StatusCode,
+};
 use crate::{Error, Shard};
 
 impl Shard {
@@ -97,6 +99,15 @@ where
     type Future = Answer<S, http::Request<RequestBody>>;
 
     fn call(&self, request: Request) -> Self::Future {
+        if http_body::Body::size_hint(request.body()).lower() > self.body_limit as u64 {
+            // It could never be read whole: refuse it before the service runs.
+            let limit = self.body_limit;
+            return Answer {
+                state: State::Refused {
+                    response: Some(BodyError::TooLarge { limit }.into_response()),
+                },
+            };
+        }
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(self.context);
         let request = http::Request::from_parts(
@@ -125,6 +136,7 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<S, Req> where S: Service<Req> {
+        Refused { response: Option<Response> },
         Ready { service: S, request: Option<Req> },
         Called { #[pin] future: S::Future },
         Done,
@@ -144,6 +156,13 @@ where
         let mut state = self.project().state;
         loop {
             match state.as_mut().project() {
+                StateProj::Refused { response } => {
+                    let response = response.take();
+                    state.set(State::Done);
+                    return Poll::Ready(
+                        response.unwrap_or_else(|| failed("the refusal was already taken".into())),
+                    );
+                }
                 StateProj::Ready { service, request } => {
                     if let Err(error) = ready!(service.poll_ready(cx)) {
                         state.set(State::Done);
@@ -191,9 +210,12 @@ fn failed(error: BoxError) -> Response {
 /// with an error past `--max-body-size`
 /// ([`Config::max_body_size`](crate::Config::max_body_size)).
 ///
-/// axum answers that error with `413 Payload Too Large` from its body
-/// extractors (`Bytes`, `String`, `Json`, ...) unless its own
-/// `DefaultBodyLimit` is lower; both limits apply.
+/// A request whose `Content-Length` is over the limit never reaches the
+/// service: it is answered `413` with `Connection: close`, before a byte of
+/// the body is read. A body without a length that passes the limit fails
+/// with an error; axum's body extractors (`Bytes`, `String`, `Json`, ...)
+/// answer it with `413` (`400` behind tower-http's `RequestBodyLimitLayer`).
+/// axum's own `DefaultBodyLimit` (2 MB) applies as well: the lower wins.
 ///
 /// ```
 /// use forkless::http::RequestBody;
