@@ -86,3 +86,15 @@ pub mod __private {
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guides' examples, compiled as doctests so they cannot rot (they use
+/// axum and its extractors, so only with the `axum` feature, as a workspace
+/// build has it).
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../../../docs/getting-started.md")]
+pub struct GettingStartedDoctests;
+
+/// See [`GettingStartedDoctests`].
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../../../docs/from-node-cluster.md")]
+pub struct FromNodeClusterDoctests;
