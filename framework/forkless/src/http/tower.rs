@@ -30,7 +30,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use http_body::{Frame, SizeHint};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::Limited;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -143,9 +143,9 @@ pin_project! {
     }
 }
 
-impl<S, B> Future for Answer<S, http::Request<RequestBody>>
+impl<S, Req, B> Future for Answer<S, Req>
 where
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>>,
+    S: Service<Req, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
     B: http_body::Body + 'static,
     B::Error: Into<BoxError>,
@@ -195,9 +195,40 @@ where
     B: http_body::Body + 'static,
     B::Error: Into<BoxError>,
 {
-    Body::new(
-        body.map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))),
-    )
+    Body::new(BufBody { inner: body })
+}
+
+pin_project! {
+    /// A body whose frames' data is turned into `Bytes`. Unlike
+    /// `http_body_util::MapFrame`, it keeps the size hint (the data keeps
+    /// its length), so hyper can still send a `Content-Length`.
+    struct BufBody<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for BufBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let frame = ready!(self.project().inner.poll_frame(cx));
+        Poll::Ready(frame.map(|frame| {
+            frame.map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The answer to a request whose service failed.
@@ -245,5 +276,100 @@ impl http_body::Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::future::{Ready, ready};
+    use std::rc::Rc;
+
+    use futures::executor::block_on;
+    use http_body::Body as _;
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+
+    type Req = http::Request<()>;
+
+    fn answer<S: Service<Req>>(service: S) -> Answer<S, Req> {
+        Answer {
+            state: State::Ready {
+                service,
+                request: Some(http::Request::new(())),
+            },
+        }
+    }
+
+    /// Answers with a body whose data is not `Bytes`; `Pending` from
+    /// `poll_ready` the first `busy` times.
+    #[derive(Clone)]
+    struct Echo {
+        busy: Rc<Cell<u32>>,
+    }
+
+    impl Service<Req> for Echo {
+        type Response = http::Response<Full<VecDeque<u8>>>;
+        type Error = Infallible;
+        type Future = Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            if self.busy.get() > 0 {
+                self.busy.set(self.busy.get() - 1);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Req) -> Self::Future {
+            let data: VecDeque<u8> = b"from a VecDeque".iter().copied().collect();
+            ready(Ok(http::Response::new(Full::new(data))))
+        }
+    }
+
+    #[test]
+    fn a_service_is_driven_ready_then_called_and_any_buf_becomes_bytes() {
+        let busy = Rc::new(Cell::new(3));
+        let response = block_on(answer(Echo { busy: busy.clone() }));
+        assert_eq!(busy.get(), 0, "poll_ready was asked until ready");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.body().size_hint().exact(), Some(15));
+        let body = block_on(response.into_body().collect()).map(|c| c.to_bytes());
+        assert_eq!(body.ok().as_deref(), Some(&b"from a VecDeque"[..]));
+    }
+
+    #[derive(Clone)]
+    struct Failing {
+        when_ready: bool,
+    }
+
+    impl Service<Req> for Failing {
+        type Response = http::Response<Full<Bytes>>;
+        type Error = std::io::Error;
+        type Future = Ready<Result<Self::Response, std::io::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+            if self.when_ready {
+                return Poll::Ready(Err(std::io::Error::other("not ready")));
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Req) -> Self::Future {
+            ready(Err(std::io::Error::other("failed")))
+        }
+    }
+
+    #[test]
+    fn a_failing_service_answers_500_and_closes() {
+        for when_ready in [true, false] {
+            let response = block_on(answer(Failing { when_ready }));
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(response.headers()[http::header::CONNECTION], "close");
+        }
     }
 }
