@@ -65,3 +65,21 @@ pub(crate) fn far_future() -> Instant {
     now.checked_add(Duration::from_secs(86_400 * 365 * 30))
         .unwrap_or(now)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "forkless::time needs a shard")]
+    fn a_sleep_off_a_shard_panics_rather_than_hangs() {
+        futures::executor::block_on(sleep(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn sleeps_and_timeouts_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        assert_send(&sleep(Duration::ZERO));
+        assert_send(&timeout(Duration::ZERO, async { 1 }));
+    }
+}

@@ -184,3 +184,26 @@ mod axum {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_context_fits_in_request_extensions_and_send_futures() {
+        fn assert_extension<T: Clone + Send + Sync + 'static>() {}
+        assert_extension::<ShardContext>();
+        fn assert_send<T: Send + Sync>() {}
+        assert_send::<SendBus<String, u64>>();
+    }
+
+    #[test]
+    #[should_panic(expected = "ShardContext::bus used off shard 3")]
+    fn the_bus_of_a_context_off_its_shard_panics() {
+        let ctx = ShardContext {
+            id: ShardId::new(3),
+            count: 4,
+        };
+        let _ = ctx.bus::<String>();
+    }
+}
