@@ -14,6 +14,10 @@
 //! }
 //! ```
 //!
+//! An axum `Router` (or any tower `Service`) runs on every shard just as
+//! well, with [`Shard::serve_tower`]; see [`http`] and the cargo feature
+//! `axum` (axum extractors for the shard's id and context).
+//!
 //! The layers, bottom up: [`shard`](Shard) (executor per core, placement,
 //! listener) -> coordinator (lifecycle, signals, shutdown) -> [`http`]
 //! (hyper on glommio). See `ARCHITECTURE.md` for the model and its invariants.
@@ -99,3 +103,15 @@ extern "C" fn membarrier_before_main() {
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guides' examples, compiled as doctests so they cannot rot (they use
+/// axum and its extractors, so only with the `axum` feature, as a workspace
+/// build has it).
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../../../docs/getting-started.md")]
+pub struct GettingStartedDoctests;
+
+/// See [`GettingStartedDoctests`].
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../../../docs/from-node-cluster.md")]
+pub struct FromNodeClusterDoctests;

@@ -1,9 +1,23 @@
-//! Time on a shard: sleeps and timeouts driven by the shard's own reactor.
+//! Time on a shard: sleeps and timeouts driven by the shard's own timer.
+//!
+//! The futures here are `Send` (each sleep is a deadline in the shard's
+//! timer queue, see `http/timer.rs`), so they also work where a `Send`
+//! future is required, such as inside an axum handler or a tower layer
+//! served with [`Shard::serve_tower`](crate::Shard::serve_tower). They must
+//! be created on a shard: a sleep made on any other thread panics.
+//! (Tokio's timers need a tokio runtime, which forkless does not run:
+//! `tokio::time::sleep` panics on a shard; use these instead.)
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::http::timer::ShardSleep;
 
 /// Waits for `duration` without blocking the shard.
+///
+/// # Panics
+///
+/// When called outside a shard.
 ///
 /// ```no_run
 /// # async fn example() {
@@ -11,10 +25,14 @@ use std::time::Duration;
 /// # }
 /// ```
 pub async fn sleep(duration: Duration) {
-    glommio::timer::sleep(duration).await;
+    on_shard(duration).await;
 }
 
 /// Runs `future` for at most `duration`; `None` when the time ran out first.
+///
+/// # Panics
+///
+/// When called outside a shard.
 ///
 /// ```no_run
 /// # async fn example() {
@@ -26,9 +44,42 @@ pub async fn sleep(duration: Duration) {
 pub async fn timeout<F: Future>(duration: Duration, future: F) -> Option<F::Output> {
     use futures::future::{Either, select};
     let future = std::pin::pin!(future);
-    let sleep = std::pin::pin!(glommio::timer::sleep(duration));
-    match select(future, sleep).await {
+    match select(future, on_shard(duration)).await {
         Either::Left((output, _)) => Some(output),
         Either::Right(_) => None,
+    }
+}
+
+fn on_shard(duration: Duration) -> ShardSleep {
+    let deadline = Instant::now()
+        .checked_add(duration)
+        .unwrap_or_else(far_future);
+    ShardSleep::on_shard(deadline).unwrap_or_else(|| {
+        panic!("forkless::time needs a shard: call it from code running on a forkless shard")
+    })
+}
+
+/// A deadline nobody waits for (about 30 years away).
+pub(crate) fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(86_400 * 365 * 30))
+        .unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "forkless::time needs a shard")]
+    fn a_sleep_off_a_shard_panics_rather_than_hangs() {
+        futures::executor::block_on(sleep(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn sleeps_and_timeouts_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        assert_send(&sleep(Duration::ZERO));
+        assert_send(&timeout(Duration::ZERO, async { 1 }));
     }
 }

@@ -23,6 +23,11 @@
 //!   from any task of the shard, but only the most recent waiter is woken:
 //!   give each message type one receive loop per shard.
 //!
+//! - **`Send` where it must be.** A [`Bus`] is `!Send`: it belongs to its
+//!   shard. Code that must be `Send` (an axum handler, a tower layer) uses a
+//!   [`SendBus`] made from it, whose futures are `Send` and which checks at
+//!   run time that it stays on its shard.
+//!
 //! The coordinator is addressable too: shards send to it with
 //! [`Bus::to_coordinator`], and it sends to any shard through
 //! [`Coordinator::bus`](crate::Coordinator::bus).
@@ -47,6 +52,7 @@ mod error;
 mod local;
 pub(crate) mod mesh;
 mod run;
+mod send;
 
 use std::fmt;
 use std::rc::Rc;
@@ -55,6 +61,7 @@ use futures::channel::oneshot;
 
 pub use error::{BroadcastError, CallError, RunError, SendError, TrySendError};
 pub(crate) use run::serve_jobs;
+pub use send::SendBus;
 
 use crate::ShardId;
 pub(crate) use local::{LocalEnd, wait_reply};

@@ -15,6 +15,36 @@
 //! reading are cut off; each shard holds at most so many connections (`503`
 //! beyond). [`read_body`] reads a whole body within a size limit (`413`).
 //!
+//! Two ways to answer requests, served by the same connection machinery
+//! (limits, `x-shard`, counters, panic isolation, graceful shutdown):
+//!
+//! - a [`Handler`], with [`Shard::serve`](crate::Shard::serve): an async
+//!   function of a [`Request`]; it may be `!Send` and hold shard-local state
+//!   (`Rc`, `RefCell`) with no locks;
+//! - any tower `Service`, with [`Shard::serve_tower`](crate::Shard::serve_tower):
+//!   an unmodified axum `Router` with its layers. Each request carries a
+//!   [`ShardContext`] (the shard's id and a `Send` handle on its bus); the
+//!   forkless cargo feature `axum` makes it, and [`ShardId`](crate::ShardId),
+//!   axum extractors. No tokio runtime runs on a shard: use
+//!   [`TimeoutLayer`] and [`crate::time`] where tokio's timers would panic.
+//!
+//! ```no_run
+//! use axum::Router;
+//! use axum::routing::get;
+//! use forkless::prelude::*;
+//!
+//! #[shard_main(listen = "127.0.0.1:3000")]
+//! async fn main(shard: Shard) -> Result<(), forkless::Error> {
+//!     let app = Router::new().route(
+//!         "/",
+//!         get(|axum::Extension(ctx): axum::Extension<forkless::http::ShardContext>| async move {
+//!             format!("hello from shard {}\n", ctx.id())
+//!         }),
+//!     );
+//!     shard.serve_tower(app).await
+//! }
+//! ```
+//!
 //! [`upgrade`] hands a connection switched by `101 Switching Protocols`
 //! (a WebSocket) to a task of the handler's, on the same shard.
 
@@ -22,6 +52,7 @@ mod accept;
 pub(crate) mod balance;
 mod body;
 mod body_read;
+mod context;
 mod framing;
 mod handler;
 mod io;
@@ -30,16 +61,21 @@ mod requests;
 mod response;
 mod server;
 mod service;
+mod timeout;
 pub(crate) mod timer;
+mod tower;
 pub mod upgrade;
 
 pub use body::{Body, BoxError};
 pub use body_read::{BodyError, read_body, read_body_default};
+pub use context::ShardContext;
 pub use handler::Handler;
 pub use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 pub use hyper::body::Incoming;
 pub use response::IntoResponse;
 pub(crate) use server::serve;
+pub use timeout::{Timeout, TimeoutFuture, TimeoutLayer};
+pub use tower::RequestBody;
 
 /// A request as a handler receives it; the body streams in.
 pub type Request = http::Request<Incoming>;

@@ -7,7 +7,10 @@
 //! honestly `Send + Sync`; creating, resetting and dropping one never touches
 //! the reactor. `reset` to a later deadline (what hyper does for every request
 //! on a keep-alive connection) is one atomic store: the stale heap entry is
-//! re-queued lazily when it comes due.
+//! re-queued lazily when it comes due. A sleep dropped early (a request
+//! answered within its `forkless::time::timeout`) leaves a dead entry behind;
+//! dead entries are swept whenever the heap has doubled since the last
+//! sweep, so the heap stays within about twice the live sleeps.
 //!
 //! A sleep created on a thread that is not running a shard never fires.
 
@@ -72,6 +75,15 @@ impl ShardSleep {
         sleep
     }
 
+    /// A sleep until `deadline`, or `None` when this thread runs no shard
+    /// (where a sleep would never fire).
+    pub(crate) fn on_shard(deadline: Instant) -> Option<Self> {
+        if QUEUE.with(|queue| queue.borrow().is_none()) {
+            return None;
+        }
+        Some(Self::new(deadline))
+    }
+
     /// Moves the deadline; a later one than before is one atomic store.
     pub(crate) fn reset(&mut self, deadline: Instant) {
         self.arm(deadline);
@@ -124,6 +136,7 @@ pub(crate) fn start() {
         armed: Cell::new(u64::MAX),
         rearm: Cell::new(false),
         driver: RefCell::new(None),
+        compact_at: Cell::new(COMPACT_MIN),
     });
     crate::spawn(drive(Rc::downgrade(&queue))).detach();
     QUEUE.with(|q| *q.borrow_mut() = Some(queue));
@@ -142,7 +155,12 @@ struct Queue {
     /// Set when an entry earlier than `armed` was queued.
     rearm: Cell<bool>,
     driver: RefCell<Option<Waker>>,
+    /// Heap length at which entries of dropped sleeps are swept out.
+    compact_at: Cell<usize>,
 }
+
+/// The smallest heap worth sweeping.
+const COMPACT_MIN: usize = 1024;
 
 /// Ordered by deadline only, so ordering never looks through the `Weak`.
 struct HeapEntry {
@@ -175,10 +193,21 @@ impl Queue {
     }
 
     fn push(&self, at: u64, shared: Weak<Shared>) {
-        self.heap.borrow_mut().push(HeapEntry {
-            at: Reverse(at),
-            shared,
-        });
+        {
+            let mut heap = self.heap.borrow_mut();
+            heap.push(HeapEntry {
+                at: Reverse(at),
+                shared,
+            });
+            // A sleep dropped before its deadline (a request answered within
+            // its timeout) leaves its entry until the deadline comes. Sweep
+            // those whenever the heap has doubled since the last sweep, so
+            // it stays within twice the live sleeps (amortized O(1) a push).
+            if heap.len() >= self.compact_at.get() {
+                heap.retain(|entry| entry.shared.strong_count() > 0);
+                self.compact_at.set((heap.len() * 2).max(COMPACT_MIN));
+            }
+        }
         if at < self.armed.get() {
             self.armed.set(at);
             self.rearm.set(true);
@@ -271,6 +300,7 @@ mod tests {
             armed: Cell::new(u64::MAX),
             rearm: Cell::new(false),
             driver: RefCell::new(None),
+            compact_at: Cell::new(COMPACT_MIN),
         }
     }
 
@@ -312,5 +342,28 @@ mod tests {
         drop(sleep);
         assert_eq!(queue.fire_due(200), None);
         assert!(queue.heap.borrow().is_empty());
+    }
+
+    #[test]
+    fn entries_of_dropped_sleeps_are_swept_as_the_heap_grows() {
+        let queue = queue();
+        let live: Vec<_> = (0..100).map(|i| shared(1_000_000 + i)).collect();
+        for sleep in &live {
+            queue.push(1_000_000, Arc::downgrade(sleep));
+        }
+        // A million requests answered well within their timeouts.
+        for i in 0..1_000_000u64 {
+            let dropped = shared(2_000_000 + i);
+            queue.push(2_000_000 + i, Arc::downgrade(&dropped));
+        }
+        let len = queue.heap.borrow().len();
+        assert!(
+            len < 3 * COMPACT_MIN,
+            "{len} entries kept for 100 live sleeps"
+        );
+        // The live ones are all still there and fire.
+        let next = queue.fire_due(1_000_100);
+        assert!(next.is_none_or(|at| at >= 2_000_000), "{next:?}");
+        assert!(live.iter().all(|s| s.fired.load(Ordering::Relaxed)));
     }
 }
