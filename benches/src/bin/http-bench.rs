@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use forkless_benches::http::measure::{self, Mode, Setup};
 use forkless_benches::http::results::Results;
 use forkless_benches::http::server::{self, Binaries, Peer};
-use forkless_benches::http::{chart, wrk};
+use forkless_benches::http::{chart, stats, wrk};
 
 /// Connections of the per-core non-pipelined load (whole machine: twice).
 const CONNECTIONS: usize = 64;
@@ -158,12 +158,22 @@ fn run() -> Result<(), String> {
     };
     for round in 0..options.rounds {
         eprintln!("round {}/{}", round + 1, options.rounds);
+        // Each round starts with the next server, so no server is always
+        // measured first (or right after the same neighbour).
+        let order: Vec<Peer> = (0..peers.len())
+            .map(|i| peers[(i + round) % peers.len()])
+            .collect();
         for mode in Mode::ALL {
-            for &peer in &peers {
+            for &peer in &order {
                 check(&stop)?;
-                eprintln!("  {:<24} {}", mode.name(), peer.name());
+                eprint!("  {:<24} {:<13}", mode.name(), peer.name());
                 match measure::throughput(&setup, peer, mode, &stop) {
                     Ok(t) => {
+                        eprintln!(
+                            " {:>9} req/s, {:>6.2} us CPU/request",
+                            stats::rate(t.rate),
+                            t.cpu_per_request.as_secs_f64() * 1e6
+                        );
                         results
                             .throughput
                             .entry((mode, peer))
@@ -179,7 +189,7 @@ fn run() -> Result<(), String> {
                 }
             }
         }
-        for &peer in &peers {
+        for &peer in &order {
             check(&stop)?;
             eprintln!("  {:<24} {}", "memory", peer.name());
             match measure::memory(&setup, peer) {
@@ -272,7 +282,7 @@ fn check(stop: &dyn Fn() -> bool) -> Result<(), String> {
 
 fn fail(results: &mut Results, round: usize, what: &str, error: String) {
     let line = format!("round {}: {what}: {}", round + 1, error.trim());
-    eprintln!("    failed: {line}");
+    eprintln!("\n    failed: {line}");
     results.failures.push(line.replace('\n', " / "));
 }
 
