@@ -170,9 +170,10 @@ fn run() -> Result<(), String> {
                 match measure::throughput(&setup, peer, mode, &stop) {
                     Ok(t) => {
                         eprintln!(
-                            " {:>9} req/s, {:>6.2} us CPU/request",
+                            " {:>9} req/s, {:>6.2} us CPU/request, CPU use {:>4.0}%",
                             stats::rate(t.rate),
-                            t.cpu_per_request.as_secs_f64() * 1e6
+                            t.cpu_per_request.as_secs_f64() * 1e6,
+                            t.cpu_use * 100.0
                         );
                         results
                             .throughput

@@ -33,7 +33,7 @@ const COLOURS: [RGBColor; 5] = [
 pub fn draw(path: &Path, title: &str, panels: &[Panel], columns: usize) -> Result<(), String> {
     let columns = columns.max(1);
     let rows = panels.len().div_ceil(columns).max(1);
-    let size = (420 * columns as u32, 60 + 300 * rows as u32);
+    let size = (470 * columns as u32, 60 + 300 * rows as u32);
     let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let body = root
@@ -73,7 +73,7 @@ where
         .disable_x_mesh()
         .y_max_light_lines(1)
         .x_labels(count)
-        .x_label_style(("sans-serif", 14))
+        .x_label_style(("sans-serif", 13))
         .x_label_formatter(&|value| match value {
             SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
             _ => String::new(),

@@ -83,6 +83,10 @@ pub struct Throughput {
     /// Server CPU time (user + system, all threads and child processes)
     /// divided by the requests answered in the same window.
     pub cpu_per_request: Duration,
+    /// Server CPU time over the window's wall time: 1.0 is one CPU kept
+    /// busy. Below ~0.9 per core, something else (the load generator, other
+    /// processes on the machine) bounded the requests/s, not the server.
+    pub cpu_use: f64,
     /// Errors the load saw.
     pub errors: u64,
 }
@@ -121,13 +125,16 @@ pub fn throughput(
         wrk.run(interrupted)?;
         wrk.seconds = setup.window.as_secs().max(1);
         let before = proc::cpu_time(pid);
+        let started = Instant::now();
         let report = wrk.run(interrupted)?;
         let cpu = proc::cpu_time(pid).saturating_sub(before);
+        let wall = started.elapsed();
         Throughput {
             rate: report.rate,
             p50: report.p50,
             p99: report.p99,
             cpu_per_request: per_request(cpu, report.requests),
+            cpu_use: cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9),
             errors: report.errors,
         }
     } else {
@@ -163,6 +170,7 @@ pub fn throughput(
             p50: Duration::from_nanos(p50),
             p99: Duration::from_nanos(p99),
             cpu_per_request: per_request(cpu, report.requests),
+            cpu_use: cpu.as_secs_f64() / report.window.as_secs_f64().max(1e-9),
             errors: report.errors,
         }
     };
