@@ -1,7 +1,8 @@
-//! Shared helpers of the forkless benchmarks, and the transports the `bus`
-//! bench compares ([`bus`]).
+//! Shared helpers of the forkless benchmarks, the transports the `bus`
+//! bench compares ([`bus`]), and the HTTP bench's parts ([`http`]).
 
 pub mod bus;
+pub mod http;
 
 use std::time::Duration;
 

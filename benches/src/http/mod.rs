@@ -1,0 +1,19 @@
+//! The HTTP bench (`http-bench` binary): forkless `hello` against peers with
+//! the same routes (tokio+hyper, actix-web, may-minihttp, Node cluster),
+//! built in this workspace and run in one interleaved run.
+//!
+//! - [`server`] starts and kills the servers;
+//! - [`wrk`] and [`loadgen`] put load on them (wrk one request at a time,
+//!   the built-in generator also pipelined);
+//! - [`proc`] reads their CPU time and memory from `/proc`;
+//! - [`measure`] is one measurement of one server, [`results`] the tables
+//!   and goals over all rounds, [`chart`] the SVG.
+
+pub mod chart;
+pub mod loadgen;
+pub mod measure;
+pub mod proc;
+pub mod results;
+pub mod server;
+pub mod stats;
+pub mod wrk;
