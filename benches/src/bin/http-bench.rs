@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use forkless_benches::http::measure::{self, Mode, Setup};
 use forkless_benches::http::results::Results;
 use forkless_benches::http::server::{self, Binaries, Peer};
-use forkless_benches::http::{chart, stats, wrk};
+use forkless_benches::http::{chart, mixed, stats, wrk};
 
 /// Connections of the per-core non-pipelined load (whole machine: twice).
 const CONNECTIONS: usize = 64;
@@ -116,6 +116,7 @@ fn run() -> Result<(), String> {
     let node = server::find_node();
     let binaries = Binaries {
         release_dir: release_dir(&root),
+        forkless: static_hello(&root),
         node: node.clone(),
         node_script: root.join("benches/peers/node/cluster.js"),
     };
@@ -204,6 +205,22 @@ fn run() -> Result<(), String> {
                 Err(e) => fail(&mut results, round, &format!("start-up {}", peer.name()), e),
             }
         }
+        for i in 0..mixed::PEERS.len() {
+            let peer = mixed::PEERS[(i + round) % mixed::PEERS.len()];
+            check(&stop)?;
+            eprint!("  {:<24} {:<13}", "mixed (1 in 10 heavy)", peer.name());
+            match mixed::run(&setup, peer) {
+                Ok(m) => {
+                    eprintln!(
+                        " light p99 {}, heavy {:.0}/s",
+                        stats::latency(m.light_p99),
+                        m.heavy_rate
+                    );
+                    results.mixed.entry(peer).or_default().push(m);
+                }
+                Err(e) => fail(&mut results, round, &format!("mixed {}", peer.name()), e),
+            }
+        }
         for shards in BALANCE_SHARDS {
             check(&stop)?;
             eprintln!("  {:<24} forkless {shards} shards", "balance");
@@ -258,6 +275,11 @@ fn run() -> Result<(), String> {
     println!("{}", results.throughput_table());
     println!("### Memory and start-up\n");
     println!("{}", results.memory_table(cpus));
+    println!(
+        "### Mixed load: 1 request in 10 burns ~5 ms of CPU (`GET /work`), whole machine, {} keep-alive clients\n",
+        mixed::CLIENTS
+    );
+    println!("{}", results.mixed_table());
     println!("### forkless balance over shards (by `x-shard`)\n");
     println!("{}", results.balance_table());
     println!("### Goals (issue #6)\n");
@@ -287,24 +309,36 @@ fn fail(results: &mut Results, round: usize, what: &str, error: String) {
     results.failures.push(line.replace('\n', " / "));
 }
 
-/// Builds `hello` and the Rust peers in release mode.
+/// Builds the Rust peers in release mode, and forkless `hello` as it ships
+/// (`cargo static -p hello`: one statically linked binary).
 fn build(root: &Path) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    command.current_dir(root).args(["build", "--release"]);
+    let mut peers = Command::new(&cargo);
+    peers.current_dir(root).args(["build", "--release"]);
     for peer in Peer::ALL {
-        if let Some(package) = peer.package() {
-            command.args(["-p", package]);
+        if let Some(package) = peer.package().filter(|_| peer != Peer::Forkless) {
+            peers.args(["-p", package]);
         }
     }
-    eprintln!("building the servers (release)...");
-    let status = command
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("building the servers failed ({status})"));
+    let mut hello = Command::new(&cargo);
+    hello.current_dir(root).args(["static", "-p", "hello"]);
+    eprintln!("building the servers (release; forkless hello static)...");
+    for mut command in [peers, hello] {
+        let status = command
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("building the servers failed ({status})"));
+        }
     }
     Ok(())
+}
+
+/// Where `cargo static -p hello` puts the binary.
+fn static_hello(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("x86_64-unknown-linux-gnu/release/hello")
 }
 
 /// `target/release`: next to this binary when it is a release build.

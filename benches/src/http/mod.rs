@@ -6,12 +6,14 @@
 //! - [`wrk`] and [`loadgen`] put load on them (wrk one request at a time,
 //!   the built-in generator also pipelined);
 //! - [`proc`] reads their CPU time and memory from `/proc`;
+//! - [`mixed`] is the mixed load (one request in ten burns ~5 ms of CPU);
 //! - [`measure`] is one measurement of one server, [`results`] the tables
 //!   and goals over all rounds, [`chart`] the SVG.
 
 pub mod chart;
 pub mod loadgen;
 pub mod measure;
+pub mod mixed;
 pub mod proc;
 pub mod results;
 pub mod server;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::chart::Panel;
 use super::measure::{Balance, Memory, Mode, Startup, Throughput};
+use super::mixed::Mixed;
 use super::server::Peer;
 use super::stats;
 
@@ -25,6 +26,8 @@ pub struct Results {
     pub startup: BTreeMap<Peer, Vec<Startup>>,
     /// `(shards, connections)` -> one entry per round.
     pub balance: BTreeMap<(usize, usize), Vec<Balance>>,
+    /// The mixed load, one entry per round.
+    pub mixed: BTreeMap<Peer, Vec<Mixed>>,
     /// Measurements that failed, with why.
     pub failures: Vec<String>,
 }
@@ -248,9 +251,57 @@ impl Results {
         out
     }
 
+    /// Medians of the mixed load of `peer`.
+    pub fn mixed_median(&self, peer: Peer) -> Option<Mixed> {
+        let runs = self.mixed.get(&peer).filter(|r| !r.is_empty())?;
+        let median = |f: &dyn Fn(&Mixed) -> f64| {
+            stats::median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
+        };
+        Some(Mixed {
+            light_rate: median(&|m| m.light_rate),
+            heavy_rate: median(&|m| m.heavy_rate),
+            light_p50: Duration::from_secs_f64(median(&|m| secs(m.light_p50))),
+            light_p99: Duration::from_secs_f64(median(&|m| secs(m.light_p99))),
+            errors: runs.iter().map(|m| m.errors).sum(),
+        })
+    }
+
+    /// The mixed load's table.
+    pub fn mixed_table(&self) -> String {
+        let mut out = String::from(
+            "| server | light p50 | light p99 | light req/s | heavy req/s | errors |\n\
+             |---|---:|---:|---:|---:|---:|\n",
+        );
+        for peer in super::mixed::PEERS {
+            let Some(m) = self.mixed_median(peer) else { continue };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                peer.name(),
+                stats::latency(m.light_p50),
+                stats::latency(m.light_p99),
+                stats::rate(m.light_rate),
+                stats::rate(m.heavy_rate),
+                m.errors
+            );
+        }
+        out
+    }
+
     /// The goals of issue #6 (and the mission's HTTP goals) against this run.
     pub fn goals(&self, cpus: usize) -> Vec<Goal> {
         let mut goals = Vec::new();
+        let ours = self.mixed_median(Peer::Forkless).map(|m| m.light_p99);
+        let tokio = self.mixed_median(Peer::TokioHyper).map(|m| m.light_p99);
+        goals.push(Goal {
+            goal: "mixed load (1 in 10 burns ~5 ms): light p99 <= tokio+hyper's",
+            measured: format!(
+                "{} vs {}",
+                ours.map_or("-".into(), stats::latency),
+                tokio.map_or("-".into(), stats::latency)
+            ),
+            met: ours.zip(tokio).map(|(a, b)| a <= b),
+        });
         let cpu = self.ratio(Mode::PerCore, Peer::Forkless, Peer::TokioHyper, |t| {
             secs(t.cpu_per_request)
         });

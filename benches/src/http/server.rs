@@ -74,6 +74,9 @@ impl Peer {
 pub struct Binaries {
     /// `target/release`.
     pub release_dir: PathBuf,
+    /// forkless `hello` as it ships: the static binary `cargo static -p
+    /// hello` builds (`target/x86_64-unknown-linux-gnu/release/hello`).
+    pub forkless: PathBuf,
     /// `node`, if found on `PATH`.
     pub node: Option<PathBuf>,
     /// The cluster script.
@@ -97,6 +100,7 @@ impl Binaries {
     /// The command that starts `peer` as `launch` says.
     pub fn command(&self, peer: Peer, launch: Launch) -> Result<Command, String> {
         let program = match peer.package() {
+            Some(_) if peer == Peer::Forkless => self.forkless.clone(),
             Some(package) => self.release_dir.join(package),
             None => self
                 .node

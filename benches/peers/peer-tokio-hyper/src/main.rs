@@ -63,6 +63,12 @@ async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
 }
 
 async fn hello(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.method() == Method::GET && request.uri().path() == "/work" {
+        // Computed in the handler: the work-stealing runtime moves the
+        // worker's other tasks to the other workers meanwhile.
+        let result = format!("{:x}\n", burn(WORK_ROUNDS));
+        return Ok(Response::new(Full::new(Bytes::from(result))));
+    }
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/") => (StatusCode::OK, "Hello World\n"),
         (_, "/") => (StatusCode::METHOD_NOT_ALLOWED, ""),
@@ -75,4 +81,19 @@ async fn hello(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     Ok(response)
+}
+
+/// Rounds of [`burn`] in `GET /work`, as in forkless `hello`: ~5 ms.
+const WORK_ROUNDS: u64 = 2_500_000;
+
+/// The same xorshift chain as forkless `hello`'s `/work`.
+fn burn(rounds: u64) -> u64 {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = x.wrapping_add(i);
+    }
+    std::hint::black_box(x)
 }

@@ -58,8 +58,15 @@ use super::timer::ShardSleep;
 use super::upgrade::Upgraded;
 use crate::shard::ShardCounters;
 
-/// Receive buffer per connection: a burst of pipelined requests.
-const RECV_BUFFER: usize = 8 * 1024;
+/// First receive buffer of a connection: a request head, or a burst of
+/// small pipelined ones. Most connections never need more, and an idle
+/// keep-alive connection holds it for as long as it stays open.
+const RECV_BUFFER: usize = 2 * 1024;
+
+/// What a receive buffer doubles up to while reads keep filling it
+/// (request bodies, long pipelined bursts); a head may need up to
+/// `--max-header-size` on top.
+const RECV_MAX: usize = 64 * 1024;
 
 /// Buffered output above which writes go out before more is accepted.
 const HIGH_WATER: usize = 64 * 1024;
@@ -92,6 +99,8 @@ struct Inner {
     end: usize,
     /// The peer closed its side, or the connection idled out.
     eof: bool,
+    /// The last read filled the buffer: double it before the next one.
+    grow: bool,
     gate: Gate,
     /// How much of [`STAND_IN`] hyper has been given, once a head is refused.
     stand_in: Option<usize>,
@@ -182,6 +191,10 @@ impl Inner {
 
     /// Makes room at `recv[end..]` for the next read.
     fn make_room(&mut self) {
+        if std::mem::take(&mut self.grow) && self.recv.len() < RECV_MAX {
+            let grown = (self.recv.len() * 2).min(RECV_MAX);
+            self.recv.resize(grown, 0);
+        }
         if self.start == self.end {
             (self.start, self.released, self.end) = (0, 0, 0);
         } else if self.end == self.recv.len() {
@@ -254,6 +267,7 @@ impl Inner {
             match Pin::new(&mut self.stream).poll_read(cx, &mut self.recv[end..]) {
                 Poll::Ready(Ok(0)) => self.eof = true,
                 Poll::Ready(Ok(n)) => {
+                    self.grow = end + n == self.recv.len();
                     self.end += n;
                     self.counters.received(n);
                     self.admit();
@@ -358,6 +372,7 @@ pub(crate) fn split(
         released: 0,
         end: 0,
         eof: false,
+        grow: false,
         gate: Gate::new(limits.max_header_size),
         stand_in: None,
         clock: ReadClock::default(),
