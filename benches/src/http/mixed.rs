@@ -112,7 +112,7 @@ fn client(addr: SocketAddr, seed: u64, measuring: &AtomicBool, stop: &AtomicBool
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        let heavy = state % HEAVY_EVERY == 0;
+        let heavy = state.is_multiple_of(HEAVY_EVERY);
         let reader = match connection.as_mut() {
             Some(reader) => reader,
             None => match TcpStream::connect(addr) {
@@ -153,7 +153,10 @@ fn client(addr: SocketAddr, seed: u64, measuring: &AtomicBool, stop: &AtomicBool
 /// One request on a keep-alive connection; the response's status.
 fn exchange(reader: &mut BufReader<TcpStream>, path: &str) -> Result<u16, ()> {
     let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
-    reader.get_mut().write_all(head.as_bytes()).map_err(|_| ())?;
+    reader
+        .get_mut()
+        .write_all(head.as_bytes())
+        .map_err(|_| ())?;
     let mut line = String::new();
     if reader.read_line(&mut line).map_err(|_| ())? == 0 {
         return Err(());

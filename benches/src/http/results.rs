@@ -273,7 +273,9 @@ impl Results {
              |---|---:|---:|---:|---:|---:|\n",
         );
         for peer in super::mixed::PEERS {
-            let Some(m) = self.mixed_median(peer) else { continue };
+            let Some(m) = self.mixed_median(peer) else {
+                continue;
+            };
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} |",

@@ -39,6 +39,7 @@ mod runtime;
 mod shard;
 mod task;
 pub mod time;
+mod tokio_timers;
 mod top;
 
 pub use config::{Config, DEFAULT_LISTEN, LogFormat, Shards};

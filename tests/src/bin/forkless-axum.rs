@@ -13,8 +13,8 @@
 //! layer answers `504` after 500 ms), `/panic` (the handler panics),
 //! `/bus/{to}` (asks shard `to` over the bus, with the state's `SendBus`),
 //! `/ctx-bus/{to}` (the same through `ShardContext::bus_with_reply`),
-//! `/tokio-timeout` (behind tower-http's `TimeoutLayer`, which needs a tokio
-//! runtime: it panics, so `500`). Around all: tower-http's `TraceLayer`,
+//! `/tokio-timeout` (sleeps 5 s behind tower-http's `TimeoutLayer` of 200 ms,
+//! which sleeps on tokio's timer: `504`). Around all: tower-http's `TraceLayer`,
 //! `CorsLayer` and `CompressionLayer`, and tower's `ConcurrencyLimitLayer`.
 
 use std::sync::Arc;
@@ -72,10 +72,16 @@ async fn main(shard: Shard) -> Result<(), forkless::Error> {
 
 fn app(state: AppState) -> Router {
     let tokio_timeout = Router::new()
-        .route("/tokio-timeout", get(|| async { "never\n" }))
+        .route(
+            "/tokio-timeout",
+            get(|| async {
+                forkless::time::sleep(Duration::from_secs(5)).await;
+                "never\n"
+            }),
+        )
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(1),
+            Duration::from_millis(200),
         ));
     Router::new()
         .route("/", get(|| async { "ok\n" }))

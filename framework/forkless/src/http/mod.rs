@@ -25,8 +25,9 @@
 //!   an unmodified axum `Router` with its layers. Each request carries a
 //!   [`ShardContext`] (the shard's id and a `Send` handle on its bus); the
 //!   forkless cargo feature `axum` makes it, and [`ShardId`](crate::ShardId),
-//!   axum extractors. No tokio runtime runs on a shard: use
-//!   [`TimeoutLayer`] and [`crate::time`] where tokio's timers would panic.
+//!   axum extractors, and brings tokio's timer to the shards (one helper
+//!   thread) for middleware such as tower-http's `TimeoutLayer`;
+//!   [`TimeoutLayer`] and [`crate::time`] do the same on the shard's clock.
 //!
 //! ```no_run
 //! use axum::Router;

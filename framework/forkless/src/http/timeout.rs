@@ -1,10 +1,11 @@
 //! A tower timeout layer on the shard's timer.
 //!
-//! tower-http's `TimeoutLayer` (and tower's) sleep on tokio's timer, which
-//! needs a tokio runtime; on a shard there is none, so they panic on the
-//! first request. [`TimeoutLayer`] does the same job on the shard's own
-//! timer, and its futures are `Send`, so axum's `Router::layer` takes it.
-//! Swapping is a one-line change of import:
+//! tower-http's `TimeoutLayer` (and tower's) sleep on tokio's timer, which on
+//! a shard needs the cargo feature `tokio-timers` (on with `axum`): a helper
+//! thread runs tokio's timer and wakes the shard. [`TimeoutLayer`] does the
+//! same job on the shard's own timer, without that thread or its wake-ups,
+//! and its futures are `Send`, so axum's `Router::layer` takes it. Swapping
+//! is a one-line change of import:
 //! `tower_http::timeout::TimeoutLayer` -> `forkless::http::TimeoutLayer`.
 
 use std::future::Future;

@@ -19,10 +19,13 @@
 //!   [`http_body::Body`] (any `Buf` data, an error convertible to
 //!   [`BoxError`]). A service error is logged and answered with `500`.
 //!
-//! No tokio runtime runs on a shard: middleware that needs tokio's timers or
-//! `tokio::spawn` (tower-http's `TimeoutLayer`, tower's `Buffer`,
-//! `RateLimit`, `ServeDir`) panics on its first request. Use
-//! [`TimeoutLayer`](super::TimeoutLayer) and [`crate::time`] instead.
+//! Shards run on glommio, not tokio. Middleware that sleeps on tokio's timer
+//! (tower-http's `TimeoutLayer`, tower's `timeout` and `RateLimit`) or uses
+//! `tokio::spawn` works with the cargo feature `tokio-timers` (on with
+//! `axum`): every shard then runs in the context of one small tokio runtime
+//! with only a timer, on a helper thread. Without it, such middleware panics
+//! on its first request. [`TimeoutLayer`](super::TimeoutLayer) and
+//! [`crate::time`] use the shard's own clock and need no helper thread.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -63,6 +63,9 @@ where
     Fut: Future + 'static,
     Fut::Output: ShardOutcome,
 {
+    // tokio's timer for middleware written against it (feature
+    // `tokio-timers`); kept for the thread's whole life.
+    let _tokio = crate::tokio_timers::enter();
     let placement = match parts.cpu {
         Some(cpu) => Placement::Fixed(cpu),
         None => Placement::Unbound,
