@@ -256,6 +256,16 @@ pub fn get_at(addr: SocketAddr, path: &str) -> Response {
     read_response(&mut BufReader::new(stream)).expect("a response")
 }
 
+/// Polls `check` every 10 ms until it holds; fails the test naming `what`
+/// after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `POST path` with an empty body at `addr` on a fresh connection.
 pub fn post_at(addr: SocketAddr, path: &str) -> Response {
     let mut stream = connect(addr);

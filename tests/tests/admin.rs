@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use forkless_tests::{Server, app_binary, get_at, read_response, request, send};
+use forkless_tests::{Server, app_binary, get_at, read_response, request, send, wait_for};
 use prometheus_parse::{Scrape, Value};
 
 const SUPERVISED: &str = env!("CARGO_BIN_EXE_forkless-supervised");
@@ -27,15 +27,6 @@ fn start(binary: &Path, shards: usize, env: &[(&str, &str)]) -> (Server, SocketA
     let server = Server::start_command(command);
     let admin = server.admin_addr();
     (server, admin)
-}
-
-/// Polls `check` every 10 ms until it holds, at most `timeout`.
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn scrape(admin: SocketAddr) -> Scrape {

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use forkless_tests::load::{Load, Tally};
-use forkless_tests::{Server, get_at};
+use forkless_tests::{Server, get_at, wait_for};
 
 const TESTAPP: &str = env!("CARGO_BIN_EXE_forkless-testapp");
 const SUPERVISED: &str = env!("CARGO_BIN_EXE_forkless-supervised");
@@ -39,15 +39,6 @@ fn start_app(
     let server = Server::start_command(command);
     let admin = server.admin_addr();
     (server, admin)
-}
-
-/// Polls `check` every 20 ms until it holds, at most `timeout`.
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn status(admin: SocketAddr) -> serde_json::Value {

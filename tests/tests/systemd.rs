@@ -10,6 +10,20 @@ use std::time::{Duration, Instant};
 
 use forkless_tests::{Server, app_binary};
 
+/// A datagram socket for `NOTIFY_SOCKET` in a directory of its own (the
+/// directory, the socket's path, the socket), reads bounded to 100 ms.
+fn notify_socket(tag: &str) -> (std::path::PathBuf, std::path::PathBuf, UnixDatagram) {
+    let dir = std::env::temp_dir().join(format!("forkless-notify-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    (dir, path, socket)
+}
+
 /// Receives notify datagrams until `until` is seen or 10 s pass.
 fn collect_until(socket: &UnixDatagram, until: &str, seen: &mut Vec<String>) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -34,14 +48,7 @@ fn collect_until(socket: &UnixDatagram, until: &str, seen: &mut Vec<String>) {
 
 #[test]
 fn ready_watchdog_and_stopping_arrive_in_order() {
-    let dir = std::env::temp_dir().join(format!("forkless-notify-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let path = dir.join("notify.sock");
-    let _ = std::fs::remove_file(&path);
-    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
+    let (dir, path, socket) = notify_socket("ready");
 
     let mut command = Command::new(app_binary("hello"));
     command
@@ -151,14 +158,7 @@ fn an_inherited_listener_is_served_instead_of_binding() {
 
 #[test]
 fn reload_and_upgrade_speak_the_notify_protocol() {
-    let dir = std::env::temp_dir().join(format!("forkless-notify-up-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let path = dir.join("notify.sock");
-    let _ = std::fs::remove_file(&path);
-    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
+    let (dir, path, socket) = notify_socket("upgrade");
 
     let mut command = Command::new(env!("CARGO_BIN_EXE_forkless-testapp"));
     command
