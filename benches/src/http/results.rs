@@ -293,17 +293,6 @@ impl Results {
     /// The goals of issue #6 (and the mission's HTTP goals) against this run.
     pub fn goals(&self, cpus: usize) -> Vec<Goal> {
         let mut goals = Vec::new();
-        let ours = self.mixed_median(Peer::Forkless).map(|m| m.light_p99);
-        let tokio = self.mixed_median(Peer::TokioHyper).map(|m| m.light_p99);
-        goals.push(Goal {
-            goal: "mixed load (1 in 10 burns ~5 ms): light p99 <= tokio+hyper's",
-            measured: format!(
-                "{} vs {}",
-                ours.map_or("-".into(), stats::latency),
-                tokio.map_or("-".into(), stats::latency)
-            ),
-            met: ours.zip(tokio).map(|(a, b)| a <= b),
-        });
         let cpu = self.ratio(Mode::PerCore, Peer::Forkless, Peer::TokioHyper, |t| {
             secs(t.cpu_per_request)
         });
@@ -375,6 +364,17 @@ impl Results {
                 format!("worst {r:.2} ({s} shards, {c} connections)")
             }),
             met: worst.map(|(_, r)| r <= 1.1),
+        });
+        let light_ours = self.mixed_median(Peer::Forkless).map(|m| m.light_p99);
+        let light_tokio = self.mixed_median(Peer::TokioHyper).map(|m| m.light_p99);
+        goals.push(Goal {
+            goal: "mixed load (1 in 10 burns ~5 ms): light p99 <= tokio+hyper's",
+            measured: format!(
+                "{} vs {}",
+                light_ours.map_or("-".into(), stats::latency),
+                light_tokio.map_or("-".into(), stats::latency)
+            ),
+            met: light_ours.zip(light_tokio).map(|(a, b)| a <= b),
         });
         for (peer, goal, factor) in [
             (
