@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use forkless_benches::http::proc::ticks;
 use forkless_benches::{median, rss_kib};
 use forkless_tests::{read_response, request, send};
 
@@ -16,23 +17,6 @@ const RUNS: usize = 15;
 
 /// How long each run watches the idle process's CPU time.
 const IDLE_WINDOW: Duration = Duration::from_millis(300);
-
-/// User + system CPU time of `pid` in clock ticks (1/100 s), from `/proc/<pid>/stat`.
-fn cpu_ticks(pid: i32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
 
 fn main() {
     let status = Command::new(env!("CARGO"))
@@ -104,9 +88,9 @@ fn start_once(hello: &std::path::Path, shards: usize) -> (Duration, u64, u64) {
     let pid = i32::try_from(child.id()).expect("pid fits");
     let kib = rss_kib(pid).unwrap_or(0);
     // Idle: no traffic for a while; a parked shard uses no CPU.
-    let before = cpu_ticks(pid);
+    let before = ticks(pid);
     std::thread::sleep(IDLE_WINDOW);
-    let idle = cpu_ticks(pid).saturating_sub(before);
+    let idle = ticks(pid).saturating_sub(before);
     let _ = child.kill();
     let _ = child.wait();
     (answered, kib, idle)

@@ -53,8 +53,8 @@ pub fn stat_fields(stat: &str) -> Vec<&str> {
         .collect()
 }
 
-/// `utime + stime` of one process in clock ticks.
-fn ticks(pid: i32) -> u64 {
+/// `utime + stime` of one process (all its threads) in clock ticks.
+pub fn ticks(pid: i32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
