@@ -2,6 +2,13 @@
 //! gate, writes are batched per wake-up of the connection task, and the
 //! connection's timeouts are enforced here.
 //!
+//! A connection starts on the fast path (`fast.rs`): heads that passed the
+//! gate are offered to [`fast::parse`] first, and a request it takes is
+//! handed to the fast path ([`Conn::poll_head`]) instead of released to
+//! hyper; its bytes never reach hyper. The first head it does not take
+//! switches the connection to hyper for good, from that head on, and
+//! everything below applies to hyper's reads.
+//!
 //! Reads land in a receive buffer owned by the connection (zeroed once, when
 //! the connection opens) through glommio's unbuffered stream, which tries a
 //! plain non-blocking `recv` before it involves the ring. The [`Gate`] then
@@ -51,6 +58,8 @@ use futures::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use hyper::rt::{Read, ReadBufCursor, Write};
 
+use super::Request;
+use super::fast;
 use super::framing::{Gate, Rejection, STAND_IN, Step};
 use super::limits::{Limits, ReadClock, Verdict, Waiting};
 use super::requests::Requests;
@@ -102,6 +111,11 @@ struct Inner {
     /// The last read filled the buffer: double it before the next one.
     grow: bool,
     gate: Gate,
+    /// Heads go to the fast path (`fast.rs`) until one it does not take:
+    /// from then on, to hyper.
+    fast: bool,
+    /// A request the fast path parsed and has not taken yet.
+    fast_request: Option<Request>,
     /// How much of [`STAND_IN`] hyper has been given, once a head is refused.
     stand_in: Option<usize>,
     clock: ReadClock,
@@ -160,8 +174,24 @@ impl Inner {
     /// Runs newly received bytes through the gate.
     fn admit(&mut self) {
         while self.released < self.end {
+            if self.fast_request.is_some() {
+                // One fast request at a time: the rest waits its turn.
+                return;
+            }
             match self.gate.step(&self.recv[self.released..self.end]) {
                 Step::Head(n) => {
+                    if self.fast {
+                        let head = &self.recv[self.released..self.released + n];
+                        if let Some(request) = fast::parse(head) {
+                            self.released += n;
+                            self.start = self.released;
+                            self.requests.fast_head();
+                            self.clock.on_head();
+                            self.fast_request = Some(request);
+                            return;
+                        }
+                        self.fast = false;
+                    }
                     self.released += n;
                     self.requests.head_passed();
                     self.clock.on_head();
@@ -185,6 +215,7 @@ impl Inner {
         tracing::debug!(?rejection, "request refused before the handler");
         self.end = self.released;
         self.gate.close();
+        self.fast = false;
         self.stand_in = Some(0);
         self.requests.refuse(rejection);
     }
@@ -262,43 +293,76 @@ impl Inner {
             if self.eof {
                 return Poll::Ready(Ok(()));
             }
-            self.make_room();
-            let end = self.end;
-            match Pin::new(&mut self.stream).poll_read(cx, &mut self.recv[end..]) {
-                Poll::Ready(Ok(0)) => self.eof = true,
-                Poll::Ready(Ok(n)) => {
-                    self.grow = end + n == self.recv.len();
-                    self.end += n;
-                    self.counters.received(n);
-                    self.admit();
-                }
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => {
-                    self.read_blocked = true;
-                    let waiting = self.waiting();
-                    match self.clock.on_block(waiting, &self.limits, Instant::now()) {
-                        Verdict::Until(deadline) => {
-                            self.read_deadline = Some(deadline);
-                            return Poll::Pending;
-                        }
-                        Verdict::Forever => return Poll::Pending,
-                        Verdict::IdleExpired => {
-                            tracing::trace!("idle connection timed out");
-                            self.eof = true;
-                        }
-                        Verdict::HeadExpired => self.refuse(Rejection::HeadTimeout),
-                        Verdict::BodyExpired => {
-                            tracing::debug!("request body too slow; failing the body read");
-                            self.gate.close();
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                BodyTimedOut,
-                            )));
-                        }
+            ready!(self.poll_receive(cx))?;
+        }
+    }
+
+    /// The fast path's read: the next request it takes, or where the
+    /// connection goes instead (see [`Next`]).
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Next>> {
+        self.read_deadline = None;
+        self.read_blocked = false;
+        self.clock.on_retry();
+        loop {
+            if self.fast && self.fast_request.is_none() && self.released < self.end {
+                // Pipelined heads held back behind the last fast request.
+                self.admit();
+            }
+            if let Some(request) = self.fast_request.take() {
+                return Poll::Ready(Ok(Next::Request(request)));
+            }
+            if !self.fast {
+                return Poll::Ready(Ok(Next::Hyper));
+            }
+            if self.eof {
+                return Poll::Ready(Ok(Next::End));
+            }
+            ready!(self.poll_receive(cx))?;
+        }
+    }
+
+    /// Reads once from the socket into the receive buffer and runs what
+    /// arrived through the gate. Ready when the state changed (bytes, the
+    /// end of the stream, a timeout acted on); pending while the read blocks
+    /// within its deadline.
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.make_room();
+        let end = self.end;
+        match Pin::new(&mut self.stream).poll_read(cx, &mut self.recv[end..]) {
+            Poll::Ready(Ok(0)) => self.eof = true,
+            Poll::Ready(Ok(n)) => {
+                self.grow = end + n == self.recv.len();
+                self.end += n;
+                self.counters.received(n);
+                self.admit();
+            }
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Pending => {
+                self.read_blocked = true;
+                let waiting = self.waiting();
+                match self.clock.on_block(waiting, &self.limits, Instant::now()) {
+                    Verdict::Until(deadline) => {
+                        self.read_deadline = Some(deadline);
+                        return Poll::Pending;
+                    }
+                    Verdict::Forever => return Poll::Pending,
+                    Verdict::IdleExpired => {
+                        tracing::trace!("idle connection timed out");
+                        self.eof = true;
+                    }
+                    Verdict::HeadExpired => self.refuse(Rejection::HeadTimeout),
+                    Verdict::BodyExpired => {
+                        tracing::debug!("request body too slow; failing the body read");
+                        self.gate.close();
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            BodyTimedOut,
+                        )));
                     }
                 }
             }
         }
+        Poll::Ready(Ok(()))
     }
 
     /// A read that blocked while a request was open is not retried by hyper
@@ -347,6 +411,20 @@ impl Inner {
     }
 }
 
+/// What the fast path's read found.
+#[derive(Debug)]
+// Moved once per request; a box would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Next {
+    /// A request for the fast path.
+    Request(Request),
+    /// A head the fast path does not take (or a refusal hyper answers):
+    /// hyper serves the connection from here on.
+    Hyper,
+    /// The client closed, or the connection idled out.
+    End,
+}
+
 /// The half of a connection hyper drives.
 pub(crate) struct Io {
     inner: Rc<RefCell<Inner>>,
@@ -374,6 +452,8 @@ pub(crate) fn split(
         eof: false,
         grow: false,
         gate: Gate::new(limits.max_header_size),
+        fast: true,
+        fast_request: None,
         stand_in: None,
         clock: ReadClock::default(),
         read_blocked: false,
@@ -403,6 +483,32 @@ impl Conn {
             done: None,
             sleep: None,
         }
+    }
+
+    /// The fast path's next request; see [`Next`].
+    pub(crate) fn poll_head(&self, cx: &mut Context<'_>) -> Poll<io::Result<Next>> {
+        self.inner.borrow_mut().poll_head(cx)
+    }
+
+    /// Appends to the output, which [`Flush`] sends when the task waits.
+    pub(crate) fn write<R>(&self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        f(&mut self.inner.borrow_mut().out)
+    }
+
+    /// Ready when the output is below [`HIGH_WATER`] (sending some if not).
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut inner = self.inner.borrow_mut();
+        if inner.buffered() >= HIGH_WATER {
+            ready!(inner.poll_send(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends all the output, then shuts the write side.
+    pub(crate) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut inner = self.inner.borrow_mut();
+        ready!(inner.poll_send(cx))?;
+        Pin::new(&mut inner.stream).poll_close(cx)
     }
 
     /// After the last response: shuts the write side and reads what the

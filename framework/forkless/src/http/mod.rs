@@ -1,8 +1,11 @@
 //! HTTP on every shard: hyper 1.x over glommio.
 //!
 //! Each shard accepts on its own listeners and serves each connection in its
-//! own task with hyper's HTTP/1.1 server: keep-alive, pipelined requests
-//! answered in order and flushed together. Every request runs under
+//! own task: keep-alive, pipelined requests answered in order and flushed
+//! together. Plain `GET` and `HEAD` requests without a body are parsed and
+//! answered by a fast path of forkless's own, written byte for byte as hyper
+//! writes them (`fast.rs`); the first request of any other kind hands the
+//! connection to hyper's HTTP/1.1 server for the rest of its life. Every request runs under
 //! `catch_unwind`: a panicking handler answers that one request with `500`
 //! and closes that connection; the shard and all its other connections keep
 //! serving. Every response carries `x-shard`.
@@ -54,8 +57,10 @@ pub(crate) mod balance;
 mod body;
 mod body_read;
 mod context;
+mod fast;
 mod framing;
 mod handler;
+mod incoming;
 mod io;
 pub(crate) mod limits;
 mod requests;
@@ -72,13 +77,13 @@ pub use body_read::{BodyError, read_body, read_body_default};
 pub use context::ShardContext;
 pub use handler::Handler;
 pub use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-pub use hyper::body::Incoming;
+pub use incoming::Incoming;
 pub use response::IntoResponse;
 pub(crate) use server::serve;
 pub use timeout::{Timeout, TimeoutFuture, TimeoutLayer};
 pub use tower::RequestBody;
 
-/// A request as a handler receives it; the body streams in.
+/// A request as a handler receives it; the body ([`Incoming`]) streams in.
 pub type Request = http::Request<Incoming>;
 
 /// A response as a handler builds it.

@@ -2,7 +2,8 @@
 //!
 //! The adapter counts the request heads it let through to hyper; the service
 //! counts the calls hyper makes and, through [`Tracked`] response bodies, the
-//! responses hyper finished writing. Heads let through minus responses
+//! responses hyper finished writing. Requests the fast path answers
+//! (`fast.rs`) are counted the same way, without hyper. Heads let through minus responses
 //! finished is the number of requests open on the connection: when it is
 //! zero the connection is idle (the client's time), otherwise the handler or
 //! the response is (not the client's time).
@@ -54,6 +55,18 @@ impl Requests {
     /// The adapter let a head through.
     pub(crate) fn head_passed(&self) {
         self.heads.set(self.heads.get() + 1);
+    }
+
+    /// The fast path took a head (hyper never sees it): counted as let
+    /// through and called, so later heads keep their indexes.
+    pub(crate) fn fast_head(&self) {
+        self.head_passed();
+        self.calls.set(self.calls.get() + 1);
+    }
+
+    /// The fast path finished a response.
+    pub(crate) fn fast_answered(&self) {
+        self.answered.set(self.answered.get() + 1);
     }
 
     /// The adapter replaced the next head with a stand-in for `rejection`.

@@ -29,7 +29,8 @@ use hyper::server::conn::http1;
 use super::Handler;
 use super::accept::{Acceptor, into_glommio};
 use super::balance::Balance;
-use super::io::{self, Ended, Io};
+use super::fast::{self, FastEnd};
+use super::io::{self, Conn, Ended, Io};
 use super::limits::Limits;
 use super::requests::Requests;
 use super::service::{App, ShardService};
@@ -50,7 +51,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 /// after it, an idle connection is closed. Closing the moment the stop
 /// arrives would race a client that is sending its next request right then:
 /// it would see its connection reset.
-const DRAIN_GRACE: Duration = Duration::from_millis(500);
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// hyper's own read buffer limit (its default); raised for larger heads.
 const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
@@ -230,11 +231,46 @@ async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
     // Responses are flushed whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
     let requests = Rc::new(Requests::default());
-    let service = ShardService::new(ctx.app.clone(), requests.clone());
     let (io, conn) = io::split(stream, ctx.limits, requests.clone(), ctx.counters.clone());
+    let fast = fast::serve(&conn, &ctx.app, &requests, &ctx.stopping);
+    let fast = AssertUnwindSafe(conn.drive(Box::pin(fast)))
+        .catch_unwind()
+        .await;
+    let (conn, linger) = match fast {
+        Ok(Ended::Done(FastEnd::Hyper)) => match serve_hyper(io, conn, &ctx, &requests).await {
+            Some(ended) => ended,
+            // Upgraded: the socket went to the upgrade task.
+            None => return,
+        },
+        Ok(Ended::Done(FastEnd::Closed)) => (conn, requests.wants_linger()),
+        Ok(Ended::SendTimedOut) => (conn, false),
+        Err(_) => {
+            tracing::error!("connection task panicked; connection closed");
+            (conn, false)
+        }
+    };
+    if linger {
+        // Closing: no longer a connection to balance against.
+        open.closing();
+        // Not past the start of a shutdown: that would only delay it.
+        let _ = select(pin!(conn.linger()), pin!(ctx.stopping.wait())).await;
+    }
+    drop(open);
+}
+
+/// Serves the rest of a connection with hyper, from the first request the
+/// fast path did not take. The connection back, with whether to close
+/// lingering; `None` once an upgrade task took the socket.
+async fn serve_hyper<H: Handler>(
+    io: Io,
+    conn: Conn,
+    ctx: &Ctx<H>,
+    requests: &Rc<Requests>,
+) -> Option<(Conn, bool)> {
+    let service = ShardService::new(ctx.app.clone(), requests.clone());
     let mut hyper_conn = ctx.builder.serve_connection(io, service);
     let served =
-        AssertUnwindSafe(conn.drive(Box::pin(drive(&mut hyper_conn, &ctx.stopping, &requests))))
+        AssertUnwindSafe(conn.drive(Box::pin(drive(&mut hyper_conn, &ctx.stopping, requests))))
             .catch_unwind()
             .await;
     if let Ok(Ended::Done(Ok(()))) = served
@@ -243,10 +279,10 @@ async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
         // hyper stopped at the `101` (sent by now) without shutting the socket.
         let parts = hyper_conn.into_parts();
         match conn.into_upgraded(parts.io, parts.read_buf) {
-            Some(upgraded) => run_upgraded(task, upgraded, &ctx).await,
+            Some(upgraded) => run_upgraded(task, upgraded, ctx).await,
             None => tracing::error!("upgraded connection still shared; closed"),
         }
-        return;
+        return None;
     }
     drop(hyper_conn);
     let linger = match served {
@@ -262,13 +298,7 @@ async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
             false
         }
     };
-    if linger {
-        // Closing: no longer a connection to balance against.
-        open.closing();
-        // Not past the start of a shutdown: that would only delay it.
-        let _ = select(pin!(conn.linger()), pin!(ctx.stopping.wait())).await;
-    }
-    drop(open);
+    Some((conn, linger))
 }
 
 /// Serves one connection. When the shard stops, every response from then

@@ -26,7 +26,7 @@ use http::{Response, StatusCode};
 
 use super::requests::{Requests, Tracked};
 use super::upgrade::Offer;
-use super::{Body, Handler, IntoResponse, Request};
+use super::{Body, Handler, Incoming, IntoResponse, Request};
 use crate::shard::ShardCounters;
 
 pub(crate) static X_SHARD: HeaderName = HeaderName::from_static("x-shard");
@@ -52,56 +52,72 @@ impl<H> ShardService<H> {
 
 type Answer = Result<Response<Tracked>, Infallible>;
 
-impl<H: Handler> hyper::service::Service<Request> for ShardService<H> {
+impl<H: Handler> hyper::service::Service<http::Request<hyper::body::Incoming>> for ShardService<H> {
     type Response = Response<Tracked>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Answer>>>;
 
-    fn call(&self, mut request: Request) -> Self::Future {
+    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let started = Instant::now();
         let app = self.app.clone();
         let requests = self.requests.clone();
         if let Some(rejection) = requests.call() {
             requests.linger();
             let response = closing(rejection.status(), rejection.message());
-            return Box::pin(ready(Ok(finish(&app, &requests, response, started))));
+            let response = stamp(&app, &requests, response, started);
+            return Box::pin(ready(Ok(track(response, &requests))));
         }
+        let mut request = request.map(Incoming::hyper);
         let offer = Offer::open(&mut request);
         Box::pin(async move {
-            let answered = AssertUnwindSafe(async { app.handler.call(request).await })
-                .catch_unwind()
-                .await;
-            let response = match answered {
-                Ok(output) => output.into_response(),
-                Err(_) => {
-                    app.counters.handler_panic();
-                    tracing::error!("handler panicked; answered 500 and closing the connection");
-                    closing(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
-                }
-            };
+            let response = answer(&app, &requests, request).await;
             if let Some(offer) = offer
                 && response.status() == StatusCode::SWITCHING_PROTOCOLS
             {
                 requests.switch(offer.into_task());
             }
-            if asks_to_close(&response)
-                && (response.status().is_client_error() || response.status().is_server_error())
-            {
-                // The request's body may be unread: let the client read the answer.
-                requests.linger();
-            }
-            Ok(finish(&app, &requests, response, started))
+            let response = stamp(&app, &requests, response, started);
+            Ok(track(response, &requests))
         })
     }
 }
 
-/// Counts, stamps `x-shard` and tracks a response on its way to hyper.
-fn finish<H>(
+/// The handler's answer to `request`: a panic becomes `500` with
+/// `Connection: close`; an error answer that closes asks for a lingering
+/// close (the request's body may be unread).
+pub(crate) async fn answer<H: Handler>(
     app: &App<H>,
-    requests: &Rc<Requests>,
+    requests: &Requests,
+    request: Request,
+) -> Response<Body> {
+    // `call` itself runs inside too: a handler may panic before its future.
+    let answered = AssertUnwindSafe(async { app.handler.call(request).await })
+        .catch_unwind()
+        .await;
+    let response = match answered {
+        Ok(output) => output.into_response(),
+        Err(_) => {
+            app.counters.handler_panic();
+            tracing::error!("handler panicked; answered 500 and closing the connection");
+            closing(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+        }
+    };
+    if asks_to_close(&response)
+        && (response.status().is_client_error() || response.status().is_server_error())
+    {
+        requests.linger();
+    }
+    response
+}
+
+/// Counts a response (status class, latency since `started`) and stamps
+/// `x-shard`, and `Connection: close` once the shard is draining.
+pub(crate) fn stamp<H>(
+    app: &App<H>,
+    requests: &Requests,
     mut response: Response<Body>,
     started: Instant,
-) -> Response<Tracked> {
+) -> Response<Body> {
     app.counters
         .request(response.status().as_u16(), started.elapsed());
     let closing = requests.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS;
@@ -110,6 +126,11 @@ fn finish<H>(
     if closing {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
+    response
+}
+
+/// Tracks a response on its way through hyper (see [`Tracked`]).
+fn track(response: Response<Body>, requests: &Rc<Requests>) -> Response<Tracked> {
     response.map(|body| Tracked::new(body, requests.clone()))
 }
 
@@ -122,7 +143,7 @@ pub(crate) fn closing(status: StatusCode, text: &'static str) -> Response<Body> 
     response
 }
 
-fn asks_to_close(response: &Response<Body>) -> bool {
+pub(crate) fn asks_to_close(response: &Response<Body>) -> bool {
     response.headers().get_all(CONNECTION).iter().any(|value| {
         value
             .as_bytes()
