@@ -4,6 +4,7 @@
 //! Every wait is bounded; a [`Server`] is killed when dropped.
 
 pub mod load;
+pub mod raw;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

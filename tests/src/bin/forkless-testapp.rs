@@ -8,13 +8,28 @@
 //! `/upload` (reads the body with `read_body_default`, or with
 //! `read_body(request, N)` for `/upload?limit=N`, and answers its length),
 //! `/big/{n}` (answers `n` bytes), `/open` (this shard's open connections).
+//!
+//! For the conformance tests, which pin down the bytes of responses:
+//! `/status/{code}` (answers that status with a short body), `/headers`
+//! (custom and repeated headers, an explicit `content-type`), `/stream/{n}`
+//! (`n` chunks of unknown total length), `/stream-len/{n}` (the same chunks
+//! with an explicit `content-length`), `/close` (sets `connection: close`
+//! itself), `/method` (answers the method and HTTP version), `/query` (the
+//! request target as the handler sees it) and `/host` (the `Host` header).
 
 use std::cell::Cell;
+use std::convert::Infallible;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use forkless::http::{read_body, read_body_default};
+use bytes::Bytes;
+use forkless::http::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, SET_COOKIE,
+};
+use forkless::http::{Body, HeaderValue, read_body, read_body_default};
 use forkless::prelude::*;
+use http_body::Frame;
+use http_body_util::StreamBody;
 
 #[shard_main(listen = "127.0.0.1:0")]
 async fn main(shard: Shard) -> Result<(), forkless::Error> {
@@ -30,6 +45,9 @@ async fn main(shard: Shard) -> Result<(), forkless::Error> {
             let shard = this.clone();
             async move {
                 served.set(served.get() + 1);
+                if let Some(response) = conformance(&request) {
+                    return response;
+                }
                 let path = request.uri().path();
                 if let Some(text) = path.strip_prefix("/echo/") {
                     return text.to_owned().into_response();
@@ -74,4 +92,82 @@ async fn main(shard: Shard) -> Result<(), forkless::Error> {
             }
         })
         .await
+}
+
+/// The routes of the conformance tests: each answers from the request head alone.
+fn conformance(request: &Request) -> Option<Response> {
+    let path = request.uri().path();
+    if let Some(code) = path.strip_prefix("/status/") {
+        let status = code
+            .parse()
+            .ok()
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .filter(|status| !status.is_informational());
+        return Some(match status {
+            Some(status) => (status, "status\n").into_response(),
+            None => (StatusCode::BAD_REQUEST, "bad status\n").into_response(),
+        });
+    }
+    if let Some(count) = path.strip_prefix("/stream/") {
+        return Some(match count.parse() {
+            Ok(count) => streamed(count).into_response(),
+            Err(_) => (StatusCode::BAD_REQUEST, "bad count\n").into_response(),
+        });
+    }
+    if let Some(count) = path.strip_prefix("/stream-len/") {
+        return Some(match count.parse() {
+            Ok(count) => {
+                let length: usize = chunks(count).map(|chunk| chunk.len()).sum();
+                let mut response = streamed(count).into_response();
+                response
+                    .headers_mut()
+                    .insert(CONTENT_LENGTH, HeaderValue::from(length));
+                response
+            }
+            Err(_) => (StatusCode::BAD_REQUEST, "bad count\n").into_response(),
+        });
+    }
+    let response = match path {
+        "/headers" => {
+            let mut response = "{}\n".into_response();
+            let headers = response.headers_mut();
+            let multi = HeaderName::from_static("x-multi");
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(
+                HeaderName::from_static("x-single"),
+                HeaderValue::from_static("one"),
+            );
+            headers.append(multi.clone(), HeaderValue::from_static("first"));
+            headers.append(multi, HeaderValue::from_static("second"));
+            headers.append(SET_COOKIE, HeaderValue::from_static("a=1; Path=/"));
+            headers.append(SET_COOKIE, HeaderValue::from_static("b=2; HttpOnly"));
+            response
+        }
+        "/close" => {
+            let mut response = "closing\n".into_response();
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+        "/method" => format!("{} {:?}\n", request.method(), request.version()).into_response(),
+        "/query" => format!("{}\n", request.uri()).into_response(),
+        "/host" => match request.headers().get(HOST) {
+            Some(host) => Response::new(Body::from([host.as_bytes(), b"\n"].concat())),
+            None => (StatusCode::BAD_REQUEST, "no host\n").into_response(),
+        },
+        _ => return None,
+    };
+    Some(response)
+}
+
+/// The chunks `/stream/{n}` and `/stream-len/{n}` answer: `chunk 0\n`, `chunk 1\n`, ...
+fn chunks(count: usize) -> impl Iterator<Item = Bytes> {
+    (0..count).map(|i| Bytes::from(format!("chunk {i}\n")))
+}
+
+/// A body of `count` chunks whose total length hyper is not told.
+fn streamed(count: usize) -> Response {
+    let frames = chunks(count).map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
+    Response::new(Body::new(StreamBody::new(futures::stream::iter(frames))))
 }
