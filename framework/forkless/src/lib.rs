@@ -27,6 +27,7 @@
 mod admin;
 pub mod bus;
 mod cli;
+mod clock;
 mod config;
 mod coordinator;
 mod entry;

@@ -38,7 +38,7 @@ use std::mem::MaybeUninit;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -51,6 +51,7 @@ use super::requests::Requests;
 use super::server::DRAIN_GRACE;
 use super::service::{self, App};
 use super::{Body, Handler, Incoming, Request};
+use crate::clock::coarse_unix_seconds;
 use crate::shard::latch::Latch;
 
 /// How a connection's time on the fast path ended.
@@ -506,12 +507,11 @@ thread_local! {
 
 /// Appends the current time as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
 fn extend_date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let second = coarse_unix_seconds();
     DATE.with(|date| {
         let mut date = date.borrow_mut();
         if date.0 != second {
-            let text = httpdate::fmt_http_date(now);
+            let text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
             if let Ok(bytes) = <[u8; 29]>::try_from(text.as_bytes()) {
                 *date = (second, bytes);
             }

@@ -5,6 +5,9 @@
 //! threshold (default 25 ms, as Seastar) is logged with the shard's tag and
 //! counted in [`ShardCounters`](super::ShardCounters).
 //!
+//! Polls are timed with the coarse clock (`clock.rs`), to a tick: a stall
+//! is reported within a tick of its threshold.
+//!
 //! The check runs when the long poll returns: a task that never yields
 //! (an infinite loop) is not reported by this detector.
 
@@ -13,9 +16,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::ShardCounters;
+use crate::clock::coarse_now;
 
 thread_local! {
     static WATCH: RefCell<Option<(Arc<ShardCounters>, Option<Duration>)>> = const { RefCell::new(None) };
@@ -46,14 +50,15 @@ impl<F: Future> Future for Watched<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let started = Instant::now();
+        // To a tick (1 to 10 ms): plenty for a threshold of tens of ms.
+        let started = coarse_now();
         WATCH.with(|watch| {
             if let Some((counters, _)) = &*watch.borrow() {
                 counters.poll_started(started);
             }
         });
         let output = self.project().inner.poll(cx);
-        let took = started.elapsed();
+        let took = coarse_now().saturating_duration_since(started);
         WATCH.with(|watch| {
             let watch = watch.borrow();
             let Some((counters, threshold)) = &*watch else {
