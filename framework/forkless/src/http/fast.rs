@@ -6,12 +6,14 @@
 //! request itself, and most of a pipelined burst's time. So each connection
 //! starts on this path:
 //!
-//! - **Taking a request.** The framing gate checks every head first, as
-//!   for hyper (`framing.rs`). A head that passed is [`parse`]d here; the
-//!   fast path takes it only if it is an HTTP/1.1 `GET` or `HEAD` of an
-//!   origin-form target, without a body (no `Transfer-Encoding`, a
-//!   `Content-Length` of 0 if any), `Upgrade`, `Expect`, or a `Connection`
-//!   that closes or upgrades.
+//! - **Taking a request.** A head is offered to [`parse`] before the framing
+//!   gate (`framing.rs`) sees it; the fast path takes it only if it is an
+//!   HTTP/1.1 `GET` or `HEAD` of an origin-form target, without a body (no
+//!   `Transfer-Encoding`, a `Content-Length` of 0 if any), `Upgrade`,
+//!   `Expect`, `TE`, or a `Connection` that closes or upgrades, and only if
+//!   the gate would pass it (one `Host`, at most one `Content-Length`, within
+//!   the head size limit). So each head is parsed once; any other goes
+//!   through the gate, and from there to hyper.
 //! - **Handing over.** The first head it does not take (or a refusal of the
 //!   gate's) hands the connection to hyper for the rest of its life, from
 //!   that head on: earlier responses were already written, in order, so
@@ -129,34 +131,49 @@ async fn serve_requests<H: Handler>(conn: &Conn, app: &App<H>, requests: &Reques
     }
 }
 
-/// The request in `head` (a complete head the gate passed), if the fast
-/// path takes it; see the module docs.
-pub(crate) fn parse(head: &[u8]) -> Option<Request> {
-    let method = if head.starts_with(b"GET ") {
+/// The request whose head starts `input`, and the head's length, if the
+/// fast path takes it (see the module docs); `None` for a partial head and
+/// for anything the framing gate would refuse (a missing or repeated
+/// `Host`, a repeated `Content-Length`, a head over `max_head`...), which
+/// the gate then answers as usual.
+pub(crate) fn parse(input: &[u8], max_head: usize) -> Option<(Request, usize)> {
+    let method = if input.starts_with(b"GET ") {
         Method::GET
-    } else if head.starts_with(b"HEAD ") {
+    } else if input.starts_with(b"HEAD ") {
         Method::HEAD
     } else {
         return None;
     };
-    // One copy of the head; the target and header values are views of it.
-    let head = Bytes::copy_from_slice(head);
     let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
-    match parsed.parse_with_uninit_headers(&head, &mut slots) {
-        Ok(httparse::Status::Complete(_)) if parsed.version == Some(1) => {}
+    let len = match parsed.parse_with_uninit_headers(input, &mut slots) {
+        Ok(httparse::Status::Complete(len)) if parsed.version == Some(1) && len <= max_head => len,
         _ => return None,
-    }
+    };
     let target = parsed.path?;
     if !target.starts_with('/') {
         return None;
     }
-    let uri = Uri::from_maybe_shared(head.slice_ref(target.as_bytes())).ok()?;
+    // One copy of the head; the target and header values are views of it.
+    let head = Bytes::copy_from_slice(&input[..len]);
+    let view = |part: &[u8]| {
+        let at = part.as_ptr() as usize - input.as_ptr() as usize;
+        head.slice(at..at + part.len())
+    };
+    let uri = Uri::from_maybe_shared(view(target.as_bytes())).ok()?;
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let (mut hosts, mut lengths) = (0, 0);
     for line in parsed.headers.iter() {
         let name = HeaderName::from_bytes(line.name.as_bytes()).ok()?;
         let takes = match name {
-            header::CONTENT_LENGTH => line.value.iter().all(|&b| b == b'0'),
+            header::HOST => {
+                hosts += 1;
+                true
+            }
+            header::CONTENT_LENGTH => {
+                lengths += 1;
+                !line.value.is_empty() && line.value.iter().all(|&b| b == b'0')
+            }
             // `te: trailers` lets hyper send trailers; the fast path never does.
             header::TRANSFER_ENCODING | header::UPGRADE | header::EXPECT | header::TE => false,
             header::CONNECTION => !tokens(line.value)
@@ -166,15 +183,18 @@ pub(crate) fn parse(head: &[u8]) -> Option<Request> {
         if !takes {
             return None;
         }
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(line.value)).ok()?;
+        let value = HeaderValue::from_maybe_shared(view(line.value)).ok()?;
         headers.append(name, value);
+    }
+    if hosts != 1 || lengths > 1 {
+        return None;
     }
     let mut request = Request::new(Incoming::empty());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
-    Some(request)
+    Some((request, len))
 }
 
 /// The comma-separated tokens of a header value, trimmed.

@@ -323,10 +323,13 @@ fn the_date_is_an_imf_fixdate() {
 
 #[test]
 fn simple_gets_and_heads_are_taken() {
-    let request = parse(b"GET /path?q=1 HTTP/1.1\r\nHost: x\r\nX-Many: a\r\nx-many: b\r\n\r\n");
-    let Some(request) = request else {
+    let head = b"GET /path?q=1 HTTP/1.1\r\nHost: x\r\nX-Many: a\r\nx-many: b\r\n\r\n";
+    let mut pipelined = head.to_vec();
+    pipelined.extend_from_slice(b"GET /next HTTP/1.1\r\n");
+    let Some((request, len)) = parse(&pipelined, 1024) else {
         panic!("a plain GET is taken");
     };
+    assert_eq!(len, head.len(), "only the first head is taken");
     assert_eq!(request.method(), Method::GET);
     assert_eq!(request.uri(), "/path?q=1");
     assert_eq!(request.version(), Version::HTTP_11);
@@ -340,7 +343,11 @@ fn simple_gets_and_heads_are_taken() {
         b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
         b"GET / HTTP/1.1\r\nhost: x\r\nconnection: keep-alive\r\n\r\n",
     ] {
-        assert!(parse(taken).is_some(), "{}", String::from_utf8_lossy(taken));
+        assert!(
+            parse(taken, 1024).is_some(),
+            "{}",
+            String::from_utf8_lossy(taken)
+        );
     }
 }
 
@@ -360,7 +367,22 @@ fn everything_else_goes_to_hyper() {
         b"GET / HTTP/1.1\r\nhost: x\r\nte: trailers\r\n\r\n",
         b"GET /\x7f HTTP/1.1\r\nhost: x\r\n\r\n",
         b"GET / HTTP/1.1\r\nhost: x\r\n",
+        // What the gate refuses, it answers itself.
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: x\r\nhost: y\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\ncontent-length: 0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: \r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: x\r\n folded\r\n\r\n",
     ] {
-        assert!(parse(head).is_none(), "{}", String::from_utf8_lossy(head));
+        assert!(
+            parse(head, 1024).is_none(),
+            "{}",
+            String::from_utf8_lossy(head)
+        );
     }
+    let long = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(2000));
+    assert!(
+        parse(long.as_bytes(), 1024).is_none(),
+        "over the head limit"
+    );
 }

@@ -224,6 +224,25 @@ impl Gate {
         self.state = State::Closed;
     }
 
+    /// At a head boundary, whether `input` may hold a whole head: false
+    /// only while a head that came in pieces still lacks its blank line
+    /// (the same cheap test [`step`](Self::step) makes before parsing).
+    pub(crate) fn may_hold_head(&self, input: &[u8]) -> bool {
+        self.state == State::Head
+            && (self.searched == 0 || has_head_end(&input[self.searched.saturating_sub(2)..]))
+    }
+
+    /// The fast path took the head at the start of the input (one the gate
+    /// would pass, without a body): the next bytes start a new head.
+    pub(crate) fn head_taken(&mut self) {
+        self.searched = 0;
+    }
+
+    /// The most bytes a head may have.
+    pub(crate) fn max_head(&self) -> usize {
+        self.max_head
+    }
+
     /// Decides about the start of `input`: the bytes received and not yet
     /// released, in order. Call again with the rest after `Head` or `Body`.
     pub(crate) fn step(&mut self, input: &[u8]) -> Step {

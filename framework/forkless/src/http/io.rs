@@ -178,20 +178,25 @@ impl Inner {
                 // One fast request at a time: the rest waits its turn.
                 return;
             }
-            match self.gate.step(&self.recv[self.released..self.end]) {
+            let input = &self.recv[self.released..self.end];
+            if self.fast
+                && self.gate.may_hold_head(input)
+                && let Some((request, n)) = fast::parse(input, self.gate.max_head())
+            {
+                // Checked as the gate would pass it (`fast::parse`), and
+                // without a body the gate's state stays at the next head.
+                self.gate.head_taken();
+                self.released += n;
+                self.start = self.released;
+                self.requests.fast_head();
+                self.clock.on_head();
+                self.fast_request = Some(request);
+                return;
+            }
+            match self.gate.step(input) {
                 Step::Head(n) => {
-                    if self.fast {
-                        let head = &self.recv[self.released..self.released + n];
-                        if let Some(request) = fast::parse(head) {
-                            self.released += n;
-                            self.start = self.released;
-                            self.requests.fast_head();
-                            self.clock.on_head();
-                            self.fast_request = Some(request);
-                            return;
-                        }
-                        self.fast = false;
-                    }
+                    // A whole head the fast path did not take: hyper's from here on.
+                    self.fast = false;
                     self.released += n;
                     self.requests.head_passed();
                     self.clock.on_head();
