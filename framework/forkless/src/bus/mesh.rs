@@ -228,6 +228,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The number of every shard's first incarnation (the coordinator counts
+/// from it). Until the coordinator starts a shard, its inbox belongs to
+/// this incarnation: what other shards send it meanwhile waits there.
+pub(crate) const FIRST_INCARNATION: u32 = 1;
+
 /// Open/close of shards, applied to every mesh of a runtime.
 trait Lifecycle: Send + Sync {
     /// Incarnation `incarnation` owns `shard`'s inbox from now on.
@@ -306,6 +311,8 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// A registry for `shards` shards, each open to senders from the start
+    /// and owned by its [`FIRST_INCARNATION`].
     pub(crate) fn new(shards: usize, capacity: usize) -> Self {
         Self {
             shards,
@@ -314,7 +321,13 @@ impl Registry {
             state: Mutex::new(RegistryState {
                 meshes: HashMap::new(),
                 open: vec![true; shards],
-                owner: vec![0; shards],
+                // The coordinator starts shards one after another, and a
+                // shard may send at once (a broadcast at start): it can reach
+                // a shard not activated yet. Rings are made for the owner
+                // the slot names, so that owner must be the incarnation that
+                // will start: with a placeholder no incarnation has, the ring
+                // would go to nobody and its messages be lost.
+                owner: vec![FIRST_INCARNATION; shards],
             }),
             closed: Arc::new(Event::new()),
         }
@@ -414,8 +427,8 @@ mod tests {
             Arc::new(ShardCounters::default()),
             Arc::new(ShardCounters::default()),
         ];
-        let sender = LocalEnd::new(one, 0, mesh.clone(), counters[0].clone());
-        let receiver = LocalEnd::new(two, 0, mesh.clone(), counters[1].clone());
+        let sender = LocalEnd::new(one, FIRST_INCARNATION, mesh.clone(), counters[0].clone());
+        let receiver = LocalEnd::new(two, FIRST_INCARNATION, mesh.clone(), counters[1].clone());
         for n in 0..3 {
             assert!(sender.try_push(two, sender.envelope(n, None)).is_ok());
         }
@@ -450,6 +463,47 @@ mod tests {
             1,
             "only the coordinator's queue is left"
         );
+    }
+
+    #[test]
+    fn a_send_to_a_shard_not_started_yet_waits_for_its_first_incarnation() {
+        // Shards start one after another: shard 0 may send before the
+        // coordinator has even activated shard 1.
+        let registry = Registry::new(2, 8);
+        let (one, two) = (ShardId::new(0), ShardId::new(1));
+        let counters = || Arc::new(ShardCounters::default());
+        registry.activate(one, FIRST_INCARNATION);
+        let mesh = registry.mesh::<u32, ()>();
+        let sender = LocalEnd::new(one, FIRST_INCARNATION, mesh.clone(), counters());
+        assert!(sender.try_push(two, sender.envelope(1, None)).is_ok());
+
+        registry.activate(two, FIRST_INCARNATION);
+        let receiver = LocalEnd::new(two, FIRST_INCARNATION, mesh.clone(), counters());
+        assert_eq!(receiver.try_recv().map(|e| e.msg), Some(1));
+
+        // The sender's ring and wake, made before the receiver existed, are
+        // the ones it reads and parks on.
+        let woken = Arc::new(Woken::default());
+        let waker = futures::task::waker(woken.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(receiver.poll_recv(&mut cx).is_pending());
+        assert!(sender.try_push(two, sender.envelope(2, None)).is_ok());
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            1,
+            "the parked receiver was woken"
+        );
+        assert_eq!(receiver.try_recv().map(|e| e.msg), Some(2));
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Woken(AtomicU64);
+
+    impl futures::task::ArcWake for Woken {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     #[test]

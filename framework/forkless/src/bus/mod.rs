@@ -10,6 +10,10 @@
 //!   [`Config::bus_capacity`](crate::Config::bus_capacity) messages.
 //!   [`Bus::try_send`] returns `Full(msg)` when it is full; [`Bus::send`]
 //!   waits for room. Every error gives the message back.
+//! - **Shards not started yet wait.** Every shard's queues are open from
+//!   the moment the runtime starts: a message sent to a shard whose thread
+//!   has not started yet (a broadcast at start) waits for it, subject to
+//!   the same capacity.
 //! - **Stopped shards fail fast.** A send to a shard that is not running
 //!   returns `Closed(msg)`; a [`Bus::call`] whose receiver stops (or drops the
 //!   request, e.g. because its handler panicked) returns

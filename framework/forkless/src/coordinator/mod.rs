@@ -52,7 +52,7 @@ pub use lifecycle::{ExitReason, LifecycleEvent, LifecycleKind};
 pub use policy::RestartPolicy;
 
 use crate::admin::{self, Action, AdminServer, Board};
-use crate::bus::mesh::Registry;
+use crate::bus::mesh::{FIRST_INCARNATION, Registry};
 use crate::entry::ShardOutcome;
 use crate::error::ErrorKind;
 use crate::shard::{self, Shard, ShardCounters, ShardId, ShardParts};
@@ -323,7 +323,9 @@ impl ShardState {
             sockets,
             current: None,
             retiring: Vec::new(),
-            latest: 0,
+            // The first spawn is the incarnation the bus keeps the inbox
+            // for until then (see `Registry::new`).
+            latest: FIRST_INCARNATION - 1,
             deaths: Deaths::default(),
             restart_at: None,
             standin: None,
