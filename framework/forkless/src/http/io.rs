@@ -77,6 +77,9 @@ const RECV_BUFFER: usize = 2 * 1024;
 /// `--max-header-size` on top.
 const RECV_MAX: usize = 64 * 1024;
 
+/// Output buffer capacity an idle connection may keep.
+const OUT_KEEP: usize = 4 * 1024;
+
 /// Buffered output above which writes go out before more is accepted.
 const HIGH_WATER: usize = 64 * 1024;
 
@@ -225,6 +228,21 @@ impl Inner {
         self.requests.refuse(rejection);
     }
 
+    /// Between requests: gives back buffers a large body, response or
+    /// pipelined burst grew, so an idle keep-alive connection holds the
+    /// first receive buffer only.
+    fn shrink(&mut self) {
+        if self.recv.len() > RECV_BUFFER && self.start == self.end {
+            self.recv = vec![0; RECV_BUFFER];
+            (self.start, self.released, self.end) = (0, 0, 0);
+            self.grow = false;
+        }
+        if self.out.capacity() > OUT_KEEP && self.buffered() == 0 {
+            self.out = Vec::new();
+            self.sent = 0;
+        }
+    }
+
     /// Makes room at `recv[end..]` for the next read.
     fn make_room(&mut self) {
         if std::mem::take(&mut self.grow) && self.recv.len() < RECV_MAX {
@@ -345,6 +363,9 @@ impl Inner {
             Poll::Pending => {
                 self.read_blocked = true;
                 let waiting = self.waiting();
+                if let Waiting::Idle { .. } = waiting {
+                    self.shrink();
+                }
                 match self.clock.on_block(waiting, &self.limits, Instant::now()) {
                     Verdict::Until(deadline) => {
                         self.read_deadline = Some(deadline);
