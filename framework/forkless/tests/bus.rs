@@ -361,3 +361,128 @@ fn the_coordinator_and_shards_message_each_other() {
         assert_eq!(answers, (1..=shards as u64).collect::<Vec<_>>());
     }
 }
+
+/// What became of a send that waited for room when its receiver stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Waited {
+    /// It failed with the message back.
+    Closed(u32),
+    /// It reached the receiver's next incarnation.
+    Delivered,
+}
+
+#[test]
+fn a_send_waiting_for_room_fails_when_its_receiver_stops() {
+    for shards in [2, 4] {
+        let (report, reports) = mpsc::channel();
+        run_bounded(
+            Runtime::new(config(shards).bus_capacity(2)),
+            move |shard: Shard| {
+                let report = report.clone();
+                async move {
+                    let bus = shard.bus::<u32>();
+                    let stop = shard.bus::<()>();
+                    let target = ShardId::new(1);
+                    if shard.id() == target {
+                        // Never takes a `u32`: its ring from shard 0 stays full.
+                        let _ = stop.recv().await;
+                        return;
+                    }
+                    if shard.id() != ShardId::new(0) {
+                        return;
+                    }
+                    let mut n = 0;
+                    while bus.try_send(target, n).is_ok() {
+                        n += 1;
+                    }
+                    let waiting = forkless::spawn({
+                        let bus = bus.clone();
+                        async move { bus.send(target, 100).await }
+                    });
+                    // Let the send park on the full ring, then stop shard 1.
+                    forkless::time::sleep(Duration::from_millis(20)).await;
+                    stop.send(target, ()).await.expect("shard 1 runs");
+                    let outcome = match waiting.await {
+                        Ok(()) => Waited::Delivered,
+                        Err(e) => Waited::Closed(e.into_inner()),
+                    };
+                    report.send((n, outcome)).expect("report");
+                }
+            },
+        )
+        .expect("ran");
+        assert_eq!(
+            reports.recv().expect("shard 0 reported"),
+            (2, Waited::Closed(100)),
+            "{shards} shards: the ring held two, and the waiting send got its message back"
+        );
+    }
+}
+
+#[test]
+fn a_send_waiting_for_room_ends_when_its_receiver_restarts() {
+    for shards in [2, 4] {
+        let (report, reports) = mpsc::channel();
+        let restarts = RestartPolicy {
+            backoff_start: Duration::from_millis(5),
+            ..RestartPolicy::default()
+        };
+        let runtime = Runtime::new(config(shards).bus_capacity(2).restart_policy(restarts));
+        run_bounded(runtime, move |shard: Shard| {
+            let report = report.clone();
+            async move {
+                let bus = shard.bus::<u32>();
+                let crash = shard.bus::<()>();
+                let target = ShardId::new(1);
+                if shard.id() == target {
+                    if shard.incarnation() == 1 {
+                        // Never takes a `u32` before it dies.
+                        let _ = crash.recv().await;
+                        panic!("shard 1 dies on purpose");
+                    }
+                    // The next incarnation takes what reaches it, then ends.
+                    let _ = report.send(Err(bus.recv().await.msg));
+                    return;
+                }
+                if shard.id() != ShardId::new(0) {
+                    return;
+                }
+                while bus.try_send(target, 0).is_ok() {}
+                let waiting = forkless::spawn({
+                    let bus = bus.clone();
+                    async move { bus.send(target, 100).await }
+                });
+                forkless::time::sleep(Duration::from_millis(20)).await;
+                crash.send(target, ()).await.expect("shard 1 runs");
+                let outcome = match waiting.await {
+                    Ok(()) => Waited::Delivered,
+                    Err(e) => Waited::Closed(e.into_inner()),
+                };
+                let closed = matches!(outcome, Waited::Closed(_));
+                let _ = report.send(Ok(outcome));
+                // Failed while shard 1 was down: send again once it is back.
+                let mut again = 100;
+                if closed {
+                    loop {
+                        match bus.send(target, again).await {
+                            Ok(()) => break,
+                            Err(e) => again = e.into_inner(),
+                        }
+                        forkless::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            }
+        })
+        .expect("ran: a restarted shard is not a failure");
+        let (outcomes, received): (Vec<_>, Vec<_>) = reports.try_iter().partition(Result::is_ok);
+        assert!(
+            matches!(outcomes[..], [Ok(Waited::Closed(100) | Waited::Delivered)]),
+            "{shards} shards: {outcomes:?}"
+        );
+        assert_eq!(
+            received,
+            [Err(100)],
+            "{shards} shards: the next incarnation got the message, not what the dead one held"
+        );
+    }
+}

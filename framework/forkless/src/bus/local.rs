@@ -133,7 +133,9 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
     }
 
     /// Pushes, waiting for room; `Err` gives the envelope back when the
-    /// receiver is not running.
+    /// receiver is not running. The slot wakes a push parked on a full
+    /// ring when that ring's incarnation stops owning the inbox, and the
+    /// re-check after parking sees the change (see `mesh.rs`).
     pub(crate) async fn push(
         &self,
         to: ShardId,

@@ -8,6 +8,18 @@
 //! running; senders check it before every push, so a stopped shard answers
 //! `Closed` even when its tasks were leaked with its thread.
 //!
+//! A sender parked on a full ring waits for its receiver to make room, which
+//! a stopped incarnation never does. So the slot also keeps each ring's
+//! "room available" wake (`senders`), and when an incarnation stops owning
+//! the inbox (it retires, or a newer one is activated) the wakes of its
+//! rings are notified: the senders re-check and see `Closed`, or the newer
+//! incarnation. No wake is lost: a sender parks (a `SeqCst` fence) before
+//! its last check of `open` and the generation, and the lifecycle change
+//! stores them before notifying (a `SeqCst` fence), so one of the two sees
+//! the other; a ring adopted after the wakes were taken was made under the
+//! same lock, after the change, so its sender sees the change. Only ring
+//! creation and lifecycle changes touch this list, never a push or a pop.
+//!
 //! Each ring also has a [`RingLoad`]: messages pushed (counted by its
 //! sender) and popped (counted by its receiver), each on its own cache line
 //! with a single writer, so the admin endpoint can read a shard's queue
@@ -124,6 +136,9 @@ pub(crate) struct Slot<M, R> {
     has_fresh: AtomicBool,
     /// The loads of every ring into this shard's current incarnation.
     loads: Mutex<Vec<Arc<RingLoad>>>,
+    /// The "room available" wake of every ring into this shard, with the
+    /// incarnation it was made for; see the module docs.
+    senders: Mutex<Vec<(u64, Arc<Wake>)>>,
     /// Messages from the coordinator (any thread may send).
     pub(crate) from_coordinator: Channel<M, R>,
 }
@@ -150,6 +165,7 @@ impl<M: Send + 'static, R: Send + 'static> Mesh<M, R> {
                 fresh: Mutex::new(Vec::new()),
                 has_fresh: AtomicBool::new(false),
                 loads: Mutex::new(Vec::new()),
+                senders: Mutex::new(Vec::new()),
                 from_coordinator: flume::bounded(capacity),
             })
             .collect();
@@ -194,6 +210,7 @@ impl<M, R> Slot<M, R> {
         load: Arc<RingLoad>,
     ) {
         lock(&self.loads).push(load.clone());
+        lock(&self.senders).push((generation, space.clone()));
         lock(&self.fresh).push((generation, (from, consumer, space, load)));
         self.has_fresh.store(true, Ordering::Release);
         self.inbox(generation).notify();
@@ -221,6 +238,23 @@ impl<M, R> Slot<M, R> {
 
     pub(crate) fn has_fresh(&self) -> bool {
         self.has_fresh.load(Ordering::Acquire)
+    }
+
+    /// Wakes the senders parked on the rings of the incarnations `stale`
+    /// picks, and forgets those rings: call after storing the lifecycle
+    /// change that makes their sends end (see the module docs).
+    fn wake_senders(&self, stale: impl Fn(u64) -> bool) {
+        let woken: Vec<Arc<Wake>> = {
+            let mut senders = lock(&self.senders);
+            let (woken, kept) = std::mem::take(&mut *senders)
+                .into_iter()
+                .partition(|(g, _)| stale(*g));
+            *senders = kept;
+            woken.into_iter().map(|(_, wake)| wake).collect()
+        };
+        for wake in woken {
+            wake.notify();
+        }
     }
 }
 
@@ -253,6 +287,10 @@ impl<M: Send + 'static, R: Send + 'static> Lifecycle for Mesh<M, R> {
                 .generation
                 .store(u64::from(incarnation), Ordering::Release);
             slot.live.open.store(true, Ordering::Release);
+            // Senders waiting on an older incarnation's full ring send to
+            // this one instead, as a new send would.
+            let generation = u64::from(incarnation);
+            slot.wake_senders(|g| g != generation);
         }
     }
 
@@ -268,6 +306,9 @@ impl<M: Send + 'static, R: Send + 'static> Lifecycle for Mesh<M, R> {
         // What was made for it is useless now.
         lock(&slot.fresh).retain(|(g, _)| *g != generation);
         lock(&slot.inboxes).retain(|(g, _)| *g != generation);
+        // Nobody makes room in its rings any more: their waiting senders
+        // re-check, and see `Closed` (or a newer incarnation).
+        slot.wake_senders(|g| g == generation);
     }
 
     fn queued(&self, shard: ShardId) -> u64 {
@@ -414,6 +455,10 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
     use super::*;
     use crate::bus::{LocalEnd, Origin};
     use crate::shard::ShardCounters;
@@ -503,6 +548,85 @@ mod tests {
     impl futures::task::ArcWake for Woken {
         fn wake_by_ref(arc_self: &Arc<Self>) {
             arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A push in flight: `Err` gives the envelope back.
+    type Push<'a> = Pin<Box<dyn Future<Output = Result<(), Envelope<u32, ()>>> + 'a>>;
+
+    /// A `push` of `msg` from `sender` to `to` on a full ring, polled once:
+    /// it waits, and the `Woken` counts its wake-ups.
+    fn parked_push(sender: &LocalEnd<u32, ()>, to: ShardId, msg: u32) -> (Push<'_>, Arc<Woken>) {
+        let woken = Arc::new(Woken::default());
+        let waker = futures::task::waker(woken.clone());
+        let mut push = Box::pin(sender.push(to, sender.envelope(msg, None)));
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(push.as_mut().poll(&mut cx).is_pending(), "the ring is full");
+        (push, woken)
+    }
+
+    fn poll_once<T>(future: Pin<&mut (dyn Future<Output = T> + '_)>) -> Poll<T> {
+        let waker = futures::task::noop_waker();
+        future.poll(&mut std::task::Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn a_send_waiting_for_room_is_woken_and_fails_when_its_receiver_stops() {
+        let registry = Registry::new(2, 1);
+        let mesh = registry.mesh::<u32, ()>();
+        let (one, two) = (ShardId::new(0), ShardId::new(1));
+        let counters = || Arc::new(ShardCounters::default());
+        registry.activate(one, 1);
+        registry.activate(two, 1);
+        let sender = LocalEnd::new(one, 1, mesh.clone(), counters());
+        assert!(sender.try_push(two, sender.envelope(1, None)).is_ok());
+        let (mut push, woken) = parked_push(&sender, two, 2);
+
+        registry.retire(two, 1);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the stop woke it");
+        match poll_once(push.as_mut()) {
+            Poll::Ready(Err(envelope)) => assert_eq!(envelope.msg, 2),
+            other => panic!(
+                "expected Closed with the message, got {:?}",
+                other.is_ready()
+            ),
+        }
+    }
+
+    #[test]
+    fn a_send_waiting_for_room_goes_to_the_next_incarnation() {
+        for restart in [false, true] {
+            let registry = Registry::new(2, 1);
+            let mesh = registry.mesh::<u32, ()>();
+            let (one, two) = (ShardId::new(0), ShardId::new(1));
+            let counters = || Arc::new(ShardCounters::default());
+            registry.activate(one, 1);
+            registry.activate(two, 1);
+            let sender = LocalEnd::new(one, 1, mesh.clone(), counters());
+            let old = LocalEnd::new(two, 1, mesh.clone(), counters());
+            assert!(sender.try_push(two, sender.envelope(1, None)).is_ok());
+            let (mut push, woken) = parked_push(&sender, two, 2);
+
+            // A restart (the old one dies, then the new one starts) or a
+            // rolling reload (the new one starts while the old one runs).
+            if restart {
+                registry.retire(two, 1);
+            }
+            registry.activate(two, 2);
+            assert!(woken.0.load(Ordering::SeqCst) >= 1, "restart {restart}");
+            assert!(
+                matches!(poll_once(push.as_mut()), Poll::Ready(Ok(()))),
+                "restart {restart}: sent to the new incarnation"
+            );
+            let new = LocalEnd::new(two, 2, mesh.clone(), counters());
+            assert_eq!(new.try_recv().map(|e| e.msg), Some(2));
+            if !restart {
+                assert_eq!(
+                    old.try_recv().map(|e| e.msg),
+                    Some(1),
+                    "the old one keeps its own"
+                );
+            }
         }
     }
 

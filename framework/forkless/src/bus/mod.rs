@@ -19,6 +19,12 @@
 //!   request, e.g. because its handler panicked) returns
 //!   [`CallError::NoReply`] instead of hanging. A message accepted just
 //!   before its receiver stopped is lost with it.
+//! - **A send waiting for room never outlives its receiver.** When the
+//!   shard it waits on stops (returns, panics, or is replaced by a rolling
+//!   reload), a [`Bus::send`] waiting on a full queue ends as a new send
+//!   would at that moment: `Closed(msg)` while the shard is down (between
+//!   a death and its restart too), or into the queue of the shard's next
+//!   incarnation when that one already runs. It never waits for a restart.
 //! - **Idle shards sleep.** A receiver with nothing to do parks its executor;
 //!   a sender wakes it only when it is parked. With
 //!   [`Config::spin_before_park`](crate::Config::spin_before_park) a shard
@@ -198,8 +204,10 @@ impl<M: Send + 'static, R: Send + 'static> Bus<M, R> {
             })
     }
 
-    /// Sends, waiting while the queue to `to` is full. Cancel-safe in the
-    /// sense that a dropped future either sent the message or did not.
+    /// Sends, waiting while the queue to `to` is full. `Err` gives the
+    /// message back when `to` is not running, or stops while this waits
+    /// (see the module docs). Cancel-safe in the sense that a dropped future
+    /// either sent the message or did not.
     pub async fn send(&self, to: ShardId, msg: M) -> Result<(), SendError<M>> {
         self.end
             .push(to, self.end.envelope(msg, None))
@@ -240,8 +248,9 @@ impl<M: Send + 'static, R: Send + 'static> Bus<M, R> {
 
     /// Sends `msg` to shard `to` and waits for its reply.
     ///
-    /// `Closed(msg)` when `to` is not running; `NoReply` when the receiver
-    /// dropped the request without replying or stopped meanwhile.
+    /// `Closed(msg)` when `to` is not running (or stops while the request
+    /// waits for room); `NoReply` when the receiver dropped the request
+    /// without replying or stopped meanwhile.
     pub async fn call(&self, to: ShardId, msg: M) -> Result<R, CallError<M>> {
         let (sender, receiver) = oneshot::channel();
         self.end
