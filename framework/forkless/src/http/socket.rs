@@ -50,6 +50,8 @@ struct Readiness {
 struct Waiting {
     reader: Option<Waker>,
     writer: Option<Waker>,
+    /// A read event was harvested since the socket's last read began.
+    readable: bool,
 }
 
 impl Readiness {
@@ -111,6 +113,21 @@ impl Readiness {
         }
     }
 
+    /// Whether a read event came since the last [`take_readable`](Self::take_readable).
+    fn is_readable(&self, key: usize) -> bool {
+        self.waiting
+            .borrow()
+            .get(key)
+            .is_none_or(|waiting| waiting.readable)
+    }
+
+    /// A read begins: events from now on are new.
+    fn take_readable(&self, key: usize) {
+        if let Some(waiting) = self.waiting.borrow_mut().get_mut(key) {
+            waiting.readable = false;
+        }
+    }
+
     fn wait_writable(&self, key: usize, waker: &Waker) {
         if let Some(waiting) = self.waiting.borrow_mut().get_mut(key) {
             store(&mut waiting.writer, waker);
@@ -139,6 +156,7 @@ impl Readiness {
                 let flags = event.events as i32;
                 let failed = flags & (libc::EPOLLHUP | libc::EPOLLERR) != 0;
                 if failed || flags & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0 {
+                    socket.readable = true;
                     woken.extend(socket.reader.take());
                 }
                 if failed || flags & libc::EPOLLOUT != 0 {
@@ -179,6 +197,9 @@ pub(crate) struct Socket {
     // Dropped first: leaves the epoll set while the descriptor is open.
     registration: Registration,
     stream: TcpStream,
+    /// The last read emptied the socket's receive queue (it came back
+    /// short, or would block).
+    drained: bool,
 }
 
 /// A socket's place in its shard's epoll set.
@@ -205,6 +226,7 @@ impl Socket {
         Ok(Self {
             registration: Registration { readiness, fd, key },
             stream,
+            drained: false,
         })
     }
 
@@ -213,20 +235,34 @@ impl Socket {
     }
 
     /// Reads what the socket holds, or waits until it holds something.
+    ///
+    /// A read that came back short emptied the socket's queue: until an
+    /// event arrives, the next read waits without asking the kernel (which
+    /// would only answer "would block"). Data that arrives after a read
+    /// began always brings an event, edge-triggered or not.
     pub(crate) fn poll_read(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        let Registration { readiness, key, .. } = &self.registration;
+        if self.drained && !readiness.is_readable(*key) {
+            readiness.wait_readable(*key, cx.waker());
+            return Poll::Pending;
+        }
+        readiness.take_readable(*key);
         loop {
             match (&self.stream).read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let Registration { readiness, key, .. } = &self.registration;
+                    self.drained = true;
                     readiness.wait_readable(*key, cx.waker());
                     return Poll::Pending;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                done => return Poll::Ready(done),
+                done => {
+                    self.drained = matches!(done, Ok(n) if n > 0 && n < buf.len());
+                    return Poll::Ready(done);
+                }
             }
         }
     }
@@ -263,6 +299,7 @@ impl Socket {
         let Socket {
             registration,
             stream,
+            ..
         } = self;
         drop(registration);
         stream.set_nonblocking(false)?;
