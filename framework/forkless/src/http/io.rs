@@ -54,15 +54,15 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::io::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 use hyper::rt::{Read, ReadBufCursor, Write};
 
 use super::Request;
+use super::accept::into_glommio;
 use super::fast;
 use super::framing::{Gate, Rejection, STAND_IN, Step};
 use super::limits::{Limits, ReadClock, Verdict, Waiting};
 use super::requests::Requests;
+use super::socket::Socket;
 use super::timer::ShardSleep;
 use super::upgrade::Upgraded;
 use crate::shard::ShardCounters;
@@ -102,7 +102,7 @@ impl fmt::Display for BodyTimedOut {
 impl std::error::Error for BodyTimedOut {}
 
 struct Inner {
-    stream: TcpStream,
+    stream: Socket,
     /// `recv[start..released]`: passed the gate, not yet handed to hyper;
     /// `recv[released..end]`: received, waiting for the rest of a head.
     recv: Vec<u8>,
@@ -143,7 +143,7 @@ impl Inner {
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut progressed = false;
         while self.sent < self.out.len() {
-            match Pin::new(&mut self.stream).poll_write(cx, &self.out[self.sent..]) {
+            match self.stream.poll_write(cx, &self.out[self.sent..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     self.sent += n;
@@ -351,7 +351,7 @@ impl Inner {
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.make_room();
         let end = self.end;
-        match Pin::new(&mut self.stream).poll_read(cx, &mut self.recv[end..]) {
+        match self.stream.poll_read(cx, &mut self.recv[end..]) {
             Poll::Ready(Ok(0)) => self.eof = true,
             Poll::Ready(Ok(n)) => {
                 self.grow = end + n == self.recv.len();
@@ -424,7 +424,7 @@ impl Inner {
     /// Reads and discards until the peer closes, for a lingering close.
     fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while !self.eof && self.discarded < LINGER_BYTES {
-            match Pin::new(&mut self.stream).poll_read(cx, &mut self.recv[..]) {
+            match self.stream.poll_read(cx, &mut self.recv[..]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.eof = true,
                 Poll::Ready(Ok(n)) => {
                     self.discarded += n;
@@ -464,7 +464,7 @@ pub(crate) struct Conn {
 
 /// Splits a stream into hyper's side and the connection task's side.
 pub(crate) fn split(
-    stream: TcpStream,
+    stream: Socket,
     limits: Limits,
     requests: Rc<Requests>,
     counters: Arc<ShardCounters>,
@@ -534,7 +534,7 @@ impl Conn {
     pub(crate) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut inner = self.inner.borrow_mut();
         ready!(inner.poll_send(cx))?;
-        Pin::new(&mut inner.stream).poll_close(cx)
+        inner.stream.poll_close(cx)
     }
 
     /// After the last response: shuts the write side and reads what the
@@ -549,7 +549,7 @@ impl Conn {
                 return Poll::Ready(());
             }
             // hyper has usually shut the write side already; twice is harmless.
-            let _ = Pin::new(&mut inner.stream).poll_close(cx);
+            let _ = inner.stream.poll_close(cx);
             inner.poll_discard(cx)
         });
         let _ = crate::time::timeout(LINGER_TIME, discard).await;
@@ -570,7 +570,13 @@ impl Conn {
             all.extend_from_slice(held);
             Bytes::from(all)
         };
-        Some(Upgraded::new(inner.stream, unread, inner.counters))
+        match inner.stream.into_std() {
+            Ok(stream) => Some(Upgraded::new(into_glommio(stream), unread, inner.counters)),
+            Err(error) => {
+                tracing::debug!(%error, "cannot hand an upgraded connection over");
+                None
+            }
+        }
     }
 }
 
@@ -714,6 +720,6 @@ impl Write for Io {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut inner = self.inner.borrow_mut();
         ready!(inner.poll_send(cx))?;
-        Pin::new(&mut inner.stream).poll_close(cx)
+        inner.stream.poll_close(cx)
     }
 }

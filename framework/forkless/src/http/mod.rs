@@ -67,6 +67,7 @@ mod requests;
 mod response;
 mod server;
 mod service;
+mod socket;
 mod timeout;
 pub(crate) mod timer;
 mod tower;

@@ -34,6 +34,7 @@ use super::io::{self, Conn, Ended, Io};
 use super::limits::Limits;
 use super::requests::Requests;
 use super::service::{App, ShardService};
+use super::socket::Socket;
 use super::timer::ShardTimer;
 use super::upgrade::{UpgradeTask, Upgraded};
 use crate::Error;
@@ -146,7 +147,7 @@ pub(crate) async fn serve<H: Handler>(
                     Either::Left((Ok(stream), _)) => stream,
                     Either::Left((Err(_), _)) | Either::Right(_) => return,
                 };
-                admit(into_glommio(stream), &ctx);
+                admit(stream, &ctx);
             }
         })
     });
@@ -198,7 +199,7 @@ fn place<H: Handler>(stream: std::net::TcpStream, ctx: &Rc<Ctx<H>>) {
         }
         None => stream,
     };
-    admit(into_glommio(stream), ctx);
+    admit(stream, ctx);
 }
 
 /// Serves what other shards hand over until the shard stops; then serves
@@ -207,24 +208,27 @@ async fn take_handoffs<H: Handler>(ctx: Rc<Ctx<H>>) {
     let mut stop = pin!(ctx.stopping.wait());
     while let Either::Left((envelope, _)) = select(pin!(ctx.handoff.recv()), stop.as_mut()).await {
         ctx.registry.balance().taken(ctx.me);
-        admit(into_glommio(envelope.msg.0), &ctx);
+        admit(envelope.msg.0, &ctx);
     }
     while let Some(envelope) = ctx.handoff.try_recv() {
         ctx.registry.balance().taken(ctx.me);
-        admit(into_glommio(envelope.msg.0), &ctx);
+        admit(envelope.msg.0, &ctx);
     }
 }
 
 /// Serves a new connection, or refuses it at the connection limit.
-fn admit<H: Handler>(stream: TcpStream, ctx: &Rc<Ctx<H>>) {
+fn admit<H: Handler>(stream: std::net::TcpStream, ctx: &Rc<Ctx<H>>) {
     if ctx.open.count.get() >= ctx.limits.max_connections {
-        refuse(stream, ctx);
-    } else {
-        crate::spawn(connection(stream, ctx.clone())).detach();
+        refuse(into_glommio(stream), ctx);
+        return;
+    }
+    match Socket::new(stream) {
+        Ok(socket) => crate::spawn(connection(socket, ctx.clone())).detach(),
+        Err(error) => tracing::warn!(%error, "cannot watch a new connection; closed"),
     }
 }
 
-async fn connection<H: Handler>(stream: TcpStream, ctx: Rc<Ctx<H>>) {
+async fn connection<H: Handler>(stream: Socket, ctx: Rc<Ctx<H>>) {
     let mut open = ctx
         .open
         .enter(&ctx.counters, ctx.registry.balance(), ctx.me);

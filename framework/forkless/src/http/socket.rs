@@ -1,0 +1,308 @@
+//! A connection's socket, watched for readiness by its shard's epoll
+//! instance.
+//!
+//! glommio waits for a socket with a one-shot io_uring `POLL_ADD` each time
+//! a read finds nothing: every request then adds and removes a wait-queue
+//! entry on the socket and completes as task work, which costs more kernel
+//! time per request than the socket I/O around it. So HTTP connections are
+//! registered once, edge-triggered, with one epoll instance per shard
+//! ([`Readiness`]), and the epoll descriptor is what the ring watches: one
+//! `POLL_ADD` and one `epoll_wait` per batch of ready connections, however
+//! many requests the batch holds. Reads and writes are plain non-blocking
+//! syscalls on the socket, as in any epoll server.
+//!
+//! No wake-up is lost: a read or write that finds the socket not ready
+//! stores the task's waker before the poll returns, and only the shard's
+//! own thread harvests events (in the [`drive`] task), so any readiness
+//! after that syscall is harvested later and wakes the stored waker.
+//!
+//! A connection that leaves HTTP (a `101`) is handed back to glommio
+//! ([`Socket::into_std`]) for its upgrade task.
+
+use std::cell::RefCell;
+use std::io::{self, Read as _};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker};
+
+use glommio::io::PollableFd;
+use slab::Slab;
+
+/// Events harvested per `epoll_wait`; more are taken in another call.
+const BATCH: usize = 256;
+
+thread_local! {
+    /// This shard's epoll instance, while any connection or its driver
+    /// task holds it.
+    static READINESS: RefCell<Weak<Readiness>> = const { RefCell::new(Weak::new()) };
+}
+
+/// One shard's epoll instance and the wakers of the connections it watches.
+#[derive(Debug)]
+struct Readiness {
+    epoll: OwnedFd,
+    waiting: RefCell<Slab<Waiting>>,
+}
+
+/// The tasks waiting for one socket.
+#[derive(Debug, Default)]
+struct Waiting {
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+    /// A read event was harvested since the socket's last read began.
+    readable: bool,
+}
+
+impl Readiness {
+    /// This shard's instance; the first call on a shard creates it and
+    /// spawns its [`drive`] task.
+    fn current() -> io::Result<Rc<Readiness>> {
+        if let Some(readiness) = READINESS.with(|current| current.borrow().upgrade()) {
+            return Ok(readiness);
+        }
+        // SAFETY: epoll_create1 takes no pointers; its result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor owned by nothing else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let watched = PollableFd::new(epoll.try_clone()?)?;
+        let readiness = Rc::new(Readiness {
+            epoll,
+            waiting: RefCell::new(Slab::new()),
+        });
+        READINESS.with(|current| *current.borrow_mut() = Rc::downgrade(&readiness));
+        crate::spawn(drive(readiness.clone(), watched)).detach();
+        Ok(readiness)
+    }
+
+    fn register(&self, fd: i32) -> io::Result<usize> {
+        let key = self.waiting.borrow_mut().insert(Waiting::default());
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: key as u64,
+        };
+        // SAFETY: `event` is a valid epoll_event that outlives the call.
+        let done =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if done < 0 {
+            self.waiting.borrow_mut().remove(key);
+            return Err(io::Error::last_os_error());
+        }
+        Ok(key)
+    }
+
+    fn deregister(&self, fd: i32, key: usize) {
+        // SAFETY: a null event is allowed for EPOLL_CTL_DEL.
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            );
+        }
+        self.waiting.borrow_mut().try_remove(key);
+    }
+
+    fn wait_readable(&self, key: usize, waker: &Waker) {
+        if let Some(waiting) = self.waiting.borrow_mut().get_mut(key) {
+            store(&mut waiting.reader, waker);
+        }
+    }
+
+    /// Whether a read event came since the last [`take_readable`](Self::take_readable).
+    fn is_readable(&self, key: usize) -> bool {
+        self.waiting
+            .borrow()
+            .get(key)
+            .is_none_or(|waiting| waiting.readable)
+    }
+
+    /// A read begins: events from now on are new.
+    fn take_readable(&self, key: usize) {
+        if let Some(waiting) = self.waiting.borrow_mut().get_mut(key) {
+            waiting.readable = false;
+        }
+    }
+
+    fn wait_writable(&self, key: usize, waker: &Waker) {
+        if let Some(waiting) = self.waiting.borrow_mut().get_mut(key) {
+            store(&mut waiting.writer, waker);
+        }
+    }
+
+    /// Takes the ready events without blocking and wakes their tasks;
+    /// whether the batch was full (more may be waiting).
+    fn harvest(&self, events: &mut [libc::epoll_event], woken: &mut Vec<Waker>) -> bool {
+        let capacity = i32::try_from(events.len()).unwrap_or(i32::MAX);
+        // SAFETY: `events` is a valid, writable buffer of `capacity` events.
+        let n =
+            unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), capacity, 0) };
+        let Ok(n) = usize::try_from(n) else {
+            return false;
+        };
+        {
+            let mut waiting = self.waiting.borrow_mut();
+            for event in &events[..n] {
+                let Some(socket) = usize::try_from(event.u64)
+                    .ok()
+                    .and_then(|key| waiting.get_mut(key))
+                else {
+                    continue;
+                };
+                let flags = event.events as i32;
+                let failed = flags & (libc::EPOLLHUP | libc::EPOLLERR) != 0;
+                if failed || flags & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0 {
+                    socket.readable = true;
+                    woken.extend(socket.reader.take());
+                }
+                if failed || flags & libc::EPOLLOUT != 0 {
+                    woken.extend(socket.writer.take());
+                }
+            }
+        }
+        // Woken outside the borrow: a wake may run code that reads or writes.
+        woken.drain(..).for_each(Waker::wake);
+        n == events.len()
+    }
+}
+
+fn store(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(stored) if stored.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
+    }
+}
+
+/// The shard's epoll driver: waits (through the ring) for the epoll
+/// descriptor to be readable, then harvests. Ends with the shard's executor.
+async fn drive(readiness: Rc<Readiness>, watched: PollableFd<OwnedFd>) {
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
+    let mut woken = Vec::new();
+    loop {
+        while readiness.harvest(&mut events, &mut woken) {}
+        if let Err(error) = watched.readable().await {
+            tracing::error!(%error, "cannot wait for the shard's epoll descriptor; connections stall");
+            return;
+        }
+    }
+}
+
+/// A connection's socket; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Socket {
+    // Dropped first: leaves the epoll set while the descriptor is open.
+    registration: Registration,
+    stream: TcpStream,
+    /// The last read emptied the socket's receive queue (it came back
+    /// short, or would block).
+    drained: bool,
+}
+
+/// A socket's place in its shard's epoll set.
+#[derive(Debug)]
+struct Registration {
+    readiness: Rc<Readiness>,
+    fd: i32,
+    key: usize,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.readiness.deregister(self.fd, self.key);
+    }
+}
+
+impl Socket {
+    /// Watches an accepted connection with this shard's epoll instance.
+    pub(crate) fn new(stream: TcpStream) -> io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        let readiness = Readiness::current()?;
+        let fd = stream.as_raw_fd();
+        let key = readiness.register(fd)?;
+        Ok(Self {
+            registration: Registration { readiness, fd, key },
+            stream,
+            drained: false,
+        })
+    }
+
+    pub(crate) fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.stream.set_nodelay(on)
+    }
+
+    /// Reads what the socket holds, or waits until it holds something.
+    ///
+    /// A read that came back short emptied the socket's queue: until an
+    /// event arrives, the next read waits without asking the kernel (which
+    /// would only answer "would block"). Data that arrives after a read
+    /// began always brings an event, edge-triggered or not.
+    pub(crate) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let Registration { readiness, key, .. } = &self.registration;
+        if self.drained && !readiness.is_readable(*key) {
+            readiness.wait_readable(*key, cx.waker());
+            return Poll::Pending;
+        }
+        readiness.take_readable(*key);
+        loop {
+            match (&self.stream).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained = true;
+                    readiness.wait_readable(*key, cx.waker());
+                    return Poll::Pending;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                done => {
+                    self.drained = matches!(done, Ok(n) if n > 0 && n < buf.len());
+                    return Poll::Ready(done);
+                }
+            }
+        }
+    }
+
+    /// Sends what the socket takes, or waits until it takes something.
+    pub(crate) fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let socket = socket2::SockRef::from(&self.stream);
+        loop {
+            // MSG_NOSIGNAL: a peer that went away is an error, not a SIGPIPE.
+            match socket.send_with_flags(buf, libc::MSG_NOSIGNAL) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let Registration { readiness, key, .. } = &self.registration;
+                    readiness.wait_writable(*key, cx.waker());
+                    return Poll::Pending;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    /// Shuts the write side.
+    pub(crate) fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.stream.shutdown(Shutdown::Write))
+    }
+
+    /// The socket, no longer watched here, blocking again (as glommio takes
+    /// an accepted socket).
+    pub(crate) fn into_std(self) -> io::Result<TcpStream> {
+        let Socket {
+            registration,
+            stream,
+            ..
+        } = self;
+        drop(registration);
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    }
+}
