@@ -1,17 +1,17 @@
-//! hyper's I/O traits over a glommio `TcpStream`: reads pass the framing
+//! A connection's I/O over its [`Socket`] (non-blocking syscalls, readiness
+//! from the shard's epoll instance: `socket.rs`): reads pass the framing
 //! gate, writes are batched per wake-up of the connection task, and the
-//! connection's timeouts are enforced here.
+//! connection's timeouts are enforced here; hyper's I/O traits on top.
 //!
-//! A connection starts on the fast path (`fast.rs`): heads that passed the
-//! gate are offered to [`fast::parse`] first, and a request it takes is
+//! A connection starts on the fast path (`fast.rs`): heads are offered to
+//! [`fast::parse`] before the gate, and a request it takes is
 //! handed to the fast path ([`Conn::poll_head`]) instead of released to
 //! hyper; its bytes never reach hyper. The first head it does not take
 //! switches the connection to hyper for good, from that head on, and
 //! everything below applies to hyper's reads.
 //!
 //! Reads land in a receive buffer owned by the connection (zeroed once, when
-//! the connection opens) through glommio's unbuffered stream, which tries a
-//! plain non-blocking `recv` before it involves the ring. The [`Gate`] then
+//! the connection opens). The [`Gate`] then
 //! decides which bytes hyper may see: whole request heads that passed the
 //! strict framing checks, and the bodies behind them. A partial head stays
 //! in the buffer (which grows up to the head size limit) until it is whole;

@@ -19,13 +19,16 @@
 //! A connection that leaves HTTP (a `101`) is handed back to glommio
 //! ([`Socket::into_std`]) for its upgrade task.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::io::{self, Read as _};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
+use futures::future::{Either, select};
 use glommio::io::PollableFd;
 use slab::Slab;
 
@@ -43,6 +46,10 @@ thread_local! {
 struct Readiness {
     epoll: OwnedFd,
     waiting: RefCell<Slab<Waiting>>,
+    /// The [`drive`] task, while it waits.
+    driver: RefCell<Option<Waker>>,
+    /// Whether a [`drive`] task runs.
+    driving: Cell<bool>,
 }
 
 /// The tasks waiting for one socket.
@@ -55,8 +62,7 @@ struct Waiting {
 }
 
 impl Readiness {
-    /// This shard's instance; the first call on a shard creates it and
-    /// spawns its [`drive`] task.
+    /// This shard's instance, created on first use.
     fn current() -> io::Result<Rc<Readiness>> {
         if let Some(readiness) = READINESS.with(|current| current.borrow().upgrade()) {
             return Ok(readiness);
@@ -68,17 +74,18 @@ impl Readiness {
         }
         // SAFETY: `fd` is a new descriptor owned by nothing else.
         let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-        let watched = PollableFd::new(epoll.try_clone()?)?;
         let readiness = Rc::new(Readiness {
             epoll,
             waiting: RefCell::new(Slab::new()),
+            driver: RefCell::new(None),
+            driving: Cell::new(false),
         });
         READINESS.with(|current| *current.borrow_mut() = Rc::downgrade(&readiness));
-        crate::spawn(drive(readiness.clone(), watched)).detach();
         Ok(readiness)
     }
 
-    fn register(&self, fd: i32) -> io::Result<usize> {
+    /// Watches `fd`; starts the [`drive`] task if none runs.
+    fn register(self: &Rc<Self>, fd: i32) -> io::Result<usize> {
         let key = self.waiting.borrow_mut().insert(Waiting::default());
         let mut event = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
@@ -88,8 +95,25 @@ impl Readiness {
         let done =
             unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
         if done < 0 {
+            let error = io::Error::last_os_error();
             self.waiting.borrow_mut().remove(key);
-            return Err(io::Error::last_os_error());
+            return Err(error);
+        }
+        if !self.driving.replace(true) {
+            // Spawned once the set is not empty: the task may run at once.
+            let watched = match self
+                .epoll
+                .try_clone()
+                .and_then(|fd| PollableFd::new(fd).map_err(io::Error::from))
+            {
+                Ok(watched) => watched,
+                Err(error) => {
+                    self.driving.set(false);
+                    self.deregister(fd, key);
+                    return Err(error);
+                }
+            };
+            crate::spawn(drive(self.clone(), watched)).detach();
         }
         Ok(key)
     }
@@ -104,7 +128,25 @@ impl Readiness {
                 std::ptr::null_mut(),
             );
         }
-        self.waiting.borrow_mut().try_remove(key);
+        let mut waiting = self.waiting.borrow_mut();
+        waiting.try_remove(key);
+        if waiting.is_empty() {
+            drop(waiting);
+            // The last connection left: the driver ends (see [`drive`]).
+            let driver = self.driver.borrow_mut().take();
+            if let Some(driver) = driver {
+                driver.wake();
+            }
+        }
+    }
+
+    /// Ready once no connection is watched; the driver's waker is kept.
+    fn poll_unused(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.waiting.borrow().is_empty() {
+            return Poll::Ready(());
+        }
+        *self.driver.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     fn wait_readable(&self, key: usize, waker: &Waker) {
@@ -178,16 +220,34 @@ fn store(slot: &mut Option<Waker>, waker: &Waker) {
 }
 
 /// The shard's epoll driver: waits (through the ring) for the epoll
-/// descriptor to be readable, then harvests. Ends with the shard's executor.
+/// descriptor to be readable, then harvests. It ends, and the epoll
+/// instance with it, when the last connection leaves: a shard that stops
+/// must not keep a ring request pending on the way out (its executor would
+/// wait on it), and the next connection starts a new instance.
 async fn drive(readiness: Rc<Readiness>, watched: PollableFd<OwnedFd>) {
+    let _driving = Driving(&readiness);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
     let mut woken = Vec::new();
     loop {
         while readiness.harvest(&mut events, &mut woken) {}
-        if let Err(error) = watched.readable().await {
-            tracing::error!(%error, "cannot wait for the shard's epoll descriptor; connections stall");
-            return;
+        let unused = poll_fn(|cx| readiness.poll_unused(cx));
+        match select(pin!(watched.readable()), pin!(unused)).await {
+            Either::Left((Ok(()), _)) => {}
+            Either::Left((Err(error), _)) => {
+                tracing::error!(%error, "cannot wait for the shard's epoll descriptor; connections stall");
+                return;
+            }
+            Either::Right(((), _)) => return,
         }
+    }
+}
+
+/// Marks the driver gone when its task ends or is dropped.
+struct Driving<'a>(&'a Readiness);
+
+impl Drop for Driving<'_> {
+    fn drop(&mut self) {
+        self.0.driving.set(false);
     }
 }
 
