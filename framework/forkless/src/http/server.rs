@@ -131,7 +131,7 @@ pub(crate) async fn serve<H: Handler>(
         upgrade_grace: (shard.config().shutdown_timeout / 2).min(MAX_UPGRADE_GRACE),
         me: shard.id(),
         registry: shard.registry().clone(),
-        handoff: shard.bus::<Handoff>(),
+        handoff: shard.framework_bus::<Handoff>(),
     });
 
     tracing::debug!(listeners = listeners.len(), "serving");

@@ -366,3 +366,81 @@ impl Socket {
         Ok(stream)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A connected pair: (client, server side).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        (client, server)
+    }
+
+    /// The next read of `socket`, or `None` after 5 s (a lost wake-up).
+    async fn read(socket: &mut Socket) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 64];
+        let read = poll_fn(|cx| socket.poll_read(cx, &mut buf));
+        match select(
+            pin!(read),
+            pin!(glommio::timer::sleep(Duration::from_secs(5))),
+        )
+        .await
+        {
+            Either::Left((Ok(n), _)) => Some(buf[..n].to_vec()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn reads_wait_for_their_event_and_the_driver_ends_with_the_last_socket() {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 * 1024)
+            .make()
+            .expect("an executor");
+        executor.run(async {
+            let (mut client, server) = pair();
+            let mut socket = Socket::new(server).expect("watched");
+            let writer = std::thread::spawn(move || {
+                for part in [&b"one"[..], b"two"] {
+                    std::thread::sleep(Duration::from_millis(50));
+                    client.write_all(part).expect("write");
+                }
+                client
+            });
+            // Nothing there yet: the read waits for the event.
+            assert_eq!(read(&mut socket).await.as_deref(), Some(&b"one"[..]));
+            // A short read: the next waits without asking the kernel.
+            assert!(socket.drained);
+            assert_eq!(read(&mut socket).await.as_deref(), Some(&b"two"[..]));
+            let client = writer.join().expect("the writer");
+
+            let instance = Rc::downgrade(&socket.registration.readiness);
+            drop(socket);
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            assert!(
+                instance.upgrade().is_none(),
+                "the last socket ended the instance"
+            );
+
+            // The next connection gets a new instance and driver.
+            let (mut client2, server) = pair();
+            let mut socket = Socket::new(server).expect("watched again");
+            client2.write_all(b"three").expect("write");
+            assert_eq!(read(&mut socket).await.as_deref(), Some(&b"three"[..]));
+            drop(client);
+            drop(client2);
+            assert_eq!(
+                read(&mut socket).await.as_deref(),
+                Some(&b""[..]),
+                "the end of the stream"
+            );
+        });
+    }
+}

@@ -164,6 +164,20 @@ impl Shard {
     /// This shard's handle on the bus for messages of type `M` answered with
     /// replies of type `R` ([`Bus::call`]).
     pub fn bus_with_reply<M: Send + 'static, R: Send + 'static>(&self) -> Bus<M, R> {
+        self.bus_counted(self.inner.counters.clone())
+    }
+
+    /// A bus for the framework's own traffic (connections handed between
+    /// shards): its messages stay out of the shard's bus counters, which
+    /// count the app's.
+    pub(crate) fn framework_bus<M: Send + 'static>(&self) -> Bus<M> {
+        self.bus_counted(Arc::new(ShardCounters::default()))
+    }
+
+    fn bus_counted<M: Send + 'static, R: Send + 'static>(
+        &self,
+        counters: Arc<ShardCounters>,
+    ) -> Bus<M, R> {
         let key = TypeId::of::<(M, R)>();
         if let Some(end) = self.inner.bus_ends.borrow().get(&key)
             && let Ok(end) = end.clone().downcast::<crate::bus::LocalEnd<M, R>>()
@@ -175,7 +189,7 @@ impl Shard {
                 self.id(),
                 self.incarnation(),
                 self.inner.bus.mesh::<M, R>(),
-                self.inner.counters.clone(),
+                counters,
             )
             .with_spin(self.inner.config.bus_spin),
         );
