@@ -438,6 +438,7 @@ impl Registry {
     /// inbox, the shard is closed (senders see `Closed`, waiting calls give
     /// up) until the next [`activate`](Self::activate).
     pub(crate) fn retire(&self, shard: ShardId, incarnation: u32) {
+        self.balance().retire(shard, incarnation);
         let mut state = lock(&self.state);
         let owner = state.owner.get(shard.get()) == Some(&incarnation);
         if owner && let Some(open) = state.open.get_mut(shard.get()) {

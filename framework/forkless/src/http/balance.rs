@@ -15,7 +15,7 @@
 //! connection opening or closing is one add, and reading the table is one
 //! load per shard). Only shards that serve HTTP take hand-offs.
 
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU8, Ordering};
 
 use crossbeam_utils::CachePadded;
 
@@ -35,8 +35,10 @@ struct Row {
     open: AtomicIsize,
     /// Connections handed to it and not taken yet.
     incoming: AtomicIsize,
-    /// Incarnations of it that serve HTTP and take hand-offs.
-    serving: AtomicUsize,
+    /// Incarnations of it that serve HTTP and take hand-offs: one bit per
+    /// incarnation's parity (at most two overlap, in a rolling reload), so
+    /// an incarnation that died without saying so is cleared by [`Balance::retire`].
+    serving: AtomicU8,
 }
 
 /// The connection table of one runtime; see the module docs.
@@ -60,14 +62,21 @@ impl Balance {
 
     /// An incarnation of `shard` starts (`true`) or stops (`false`) taking
     /// connections.
-    pub(crate) fn serving(&self, shard: ShardId, serving: bool) {
+    pub(crate) fn serving(&self, shard: ShardId, incarnation: u32, serving: bool) {
         if let Some(row) = self.row(shard) {
+            let bit = 1u8 << (incarnation & 1);
             if serving {
-                row.serving.fetch_add(1, Ordering::AcqRel);
+                row.serving.fetch_or(bit, Ordering::AcqRel);
             } else {
-                row.serving.fetch_sub(1, Ordering::AcqRel);
+                row.serving.fetch_and(!bit, Ordering::AcqRel);
             }
         }
+    }
+
+    /// An incarnation of `shard` ended, maybe by a panic that skipped its
+    /// own [`serving`](Self::serving)`(false)`: it takes no more hand-offs.
+    pub(crate) fn retire(&self, shard: ShardId, incarnation: u32) {
+        self.serving(shard, incarnation, false);
     }
 
     pub(crate) fn opened(&self, shard: ShardId) {
@@ -116,7 +125,7 @@ impl Balance {
             .rows
             .iter()
             .enumerate()
-            .filter(|(i, row)| *i != me.get() && row.serving.load(Ordering::Relaxed) > 0)
+            .filter(|(i, row)| *i != me.get() && row.serving.load(Ordering::Relaxed) != 0)
             .map(|(i, row)| (load(row), i))
             .min()?;
         (mine > least + slack(least)).then(|| ShardId::new(at))
@@ -135,7 +144,7 @@ mod tests {
     fn only_the_surplus_over_the_least_loaded_serving_shard_moves() {
         let balance = Balance::new(3);
         for i in 0..3 {
-            balance.serving(shard(i), true);
+            balance.serving(shard(i), 1, true);
         }
         assert_eq!(balance.pick(shard(0)), None, "all even");
         balance.opened(shard(0));
@@ -155,17 +164,37 @@ mod tests {
         balance.opened(shard(1));
         assert_eq!(balance.pick(shard(0)), None);
         // A shard that does not serve takes nothing.
-        balance.serving(shard(1), false);
-        balance.serving(shard(2), false);
+        balance.serving(shard(1), 1, false);
+        balance.serving(shard(2), 1, false);
         balance.closed(shard(1));
         assert_eq!(balance.pick(shard(0)), None);
     }
 
     #[test]
+    fn an_incarnation_that_died_serving_takes_no_hand_offs() {
+        let balance = Balance::new(2);
+        balance.serving(shard(0), 1, true);
+        balance.serving(shard(1), 1, true);
+        for _ in 0..4 {
+            balance.opened(shard(0));
+        }
+        assert_eq!(balance.pick(shard(0)), Some(shard(1)));
+        // Incarnation 1 panicked without `serving(false)`; the next one
+        // starts but does not serve yet.
+        balance.retire(shard(1), 1);
+        assert_eq!(balance.pick(shard(0)), None);
+        // A rolling reload: incarnation 2 serves, then 1 retires.
+        balance.serving(shard(1), 1, true);
+        balance.serving(shard(1), 2, true);
+        balance.retire(shard(1), 1);
+        assert_eq!(balance.pick(shard(0)), Some(shard(1)));
+    }
+
+    #[test]
     fn the_slack_grows_with_the_load() {
         let balance = Balance::new(2);
-        balance.serving(shard(0), true);
-        balance.serving(shard(1), true);
+        balance.serving(shard(0), 1, true);
+        balance.serving(shard(1), 1, true);
         for _ in 0..160 {
             balance.opened(shard(1));
         }

@@ -115,6 +115,7 @@ pub(crate) async fn serve<H: Handler>(
         .max_buf_size(HYPER_MAX_BUF.max(limits.max_header_size.saturating_add(16 * 1024)))
         .keep_alive(true);
     let shard_header = HeaderValue::from(shard.id().get());
+    let incarnation = shard.incarnation();
     let ctx = Rc::new(Ctx {
         busy: busy_response(&shard_header),
         app: Rc::new(App {
@@ -136,7 +137,7 @@ pub(crate) async fn serve<H: Handler>(
 
     tracing::debug!(listeners = listeners.len(), "serving");
     let handoffs = crate::spawn(take_handoffs(ctx.clone()));
-    ctx.registry.balance().serving(ctx.me, true);
+    ctx.registry.balance().serving(ctx.me, incarnation, true);
     shard.report_listening();
     let adopted = shard.take_adopted().map(|adopted| {
         let ctx = ctx.clone();
@@ -152,7 +153,7 @@ pub(crate) async fn serve<H: Handler>(
         })
     });
     futures::future::join_all(listeners.into_iter().map(|l| accept_loop(l, ctx.clone()))).await;
-    ctx.registry.balance().serving(ctx.me, false);
+    ctx.registry.balance().serving(ctx.me, incarnation, false);
     handoffs.await;
     if let Some(adopted) = adopted {
         adopted.await;
