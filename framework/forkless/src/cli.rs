@@ -9,8 +9,22 @@ use crate::Config;
 #[cfg(test)]
 use crate::Error;
 use crate::config::{LogFormat, Shards, parse_duration, parse_size, parse_timeout};
-use crate::entry::MainOptions;
 use crate::top::TopArgs;
+
+/// The app's defaults, filled in by `#[shard_main]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MainOptions {
+    /// Program name for `--help` (the package name).
+    pub name: &'static str,
+    /// Version for `--version`.
+    pub version: &'static str,
+    /// One-line description for `--help`.
+    pub about: Option<&'static str>,
+    /// `listen = "..."` from the attribute.
+    pub default_listen: Option<&'static str>,
+    /// `shards = N` from the attribute.
+    pub default_shards: Option<usize>,
+}
 
 /// What the command line asks for.
 #[derive(Debug)]

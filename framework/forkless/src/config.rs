@@ -5,7 +5,22 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::http::limits::Limits;
+mod limits;
+mod restart;
+
+pub(crate) use limits::Limits;
+pub use restart::RestartPolicy;
+
+/// The `io_memory` each shard asks for when not told otherwise: 256 KiB.
+///
+/// The arena holds DMA buffers for file I/O; sockets never use it. glommio's
+/// own default (10 MiB) is charged three times per shard (once per ring),
+/// locked and resident from the start: most of a shard's idle memory, and at
+/// 10 MiB a single shard would not fit the 8 MiB memlock limit most
+/// distributions and systemd give. At 256 KiB a shard locks 768 KiB, 9
+/// shards fit 8 MiB untouched (smaller arenas let up to 18 fit), and an app
+/// doing heavy file I/O raises it with [`Config::io_memory`](crate::Config::io_memory).
+pub(crate) const DEFAULT_IO_MEMORY: usize = 256 << 10;
 
 /// How many shards to run.
 ///
@@ -85,7 +100,7 @@ pub struct Config {
     pub(crate) bus_capacity: usize,
     pub(crate) spin_before_park: Duration,
     pub(crate) bus_spin: Duration,
-    pub(crate) restart: crate::RestartPolicy,
+    pub(crate) restart: RestartPolicy,
     pub(crate) stall_threshold: Option<Duration>,
     pub(crate) admin: Option<SocketAddr>,
     /// The binary a SIGUSR2 upgrade starts; `None`: the one running.
@@ -105,14 +120,14 @@ impl Default for Config {
             shards: Shards::Max,
             listen: vec![DEFAULT_LISTEN],
             pin: true,
-            io_memory: crate::shard::DEFAULT_IO_MEMORY,
+            io_memory: DEFAULT_IO_MEMORY,
             http: Limits::default(),
             shutdown_timeout: Duration::from_secs(30),
             log_format: LogFormat::Text,
             bus_capacity: 1024,
             spin_before_park: Duration::ZERO,
             bus_spin: Duration::ZERO,
-            restart: crate::RestartPolicy::default(),
+            restart: RestartPolicy::default(),
             stall_threshold: Some(Duration::from_millis(25)),
             admin: None,
             upgrade_binary: None,
@@ -252,7 +267,7 @@ impl Config {
     }
 
     /// How dead shards are restarted, and when to give up.
-    pub fn restart_policy(mut self, policy: crate::RestartPolicy) -> Self {
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
         self.restart = policy;
         self
     }

@@ -6,52 +6,15 @@
 //! runtime could not start or a shard failed, `2` for a usage error (clap),
 //! `3` when a shutdown had to be forced (second signal or deadline).
 
-use std::fmt::Display;
 use std::future::Future;
 use std::process::ExitCode;
 
-use crate::cli::Invocation;
+use crate::app::ShardOutcome;
+use crate::cli::{Invocation, MainOptions};
 use crate::{Runtime, Shard};
 
 /// Exit code of a forced shutdown.
 pub const EXIT_FORCED: u8 = 3;
-
-/// The app's defaults, filled in by `#[shard_main]`.
-#[derive(Clone, Copy, Debug)]
-pub struct MainOptions {
-    /// Program name for `--help` (the package name).
-    pub name: &'static str,
-    /// Version for `--version`.
-    pub version: &'static str,
-    /// One-line description for `--help`.
-    pub about: Option<&'static str>,
-    /// `listen = "..."` from the attribute.
-    pub default_listen: Option<&'static str>,
-    /// `shards = N` from the attribute.
-    pub default_shards: Option<usize>,
-}
-
-/// What a shard function may return: `()` or `Result<(), E: Display>`.
-#[diagnostic::on_unimplemented(
-    message = "a shard function returns `()` or `Result<(), E>` with `E: Display`, not `{Self}`",
-    label = "this return type is not accepted by #[shard_main]"
-)]
-pub trait ShardOutcome {
-    /// `Err` with the error's text when the shard failed.
-    fn into_result(self) -> Result<(), String>;
-}
-
-impl ShardOutcome for () {
-    fn into_result(self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-impl<E: Display> ShardOutcome for Result<(), E> {
-    fn into_result(self) -> Result<(), String> {
-        self.map_err(|e| e.to_string())
-    }
-}
 
 /// The body of the `main` that `#[shard_main]` generates.
 pub fn run_main<F, Fut>(options: MainOptions, shard_fn: F) -> ExitCode

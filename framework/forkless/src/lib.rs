@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod app;
 pub mod bus;
 mod cli;
 mod clock;
@@ -38,21 +39,20 @@ mod offload;
 mod panic;
 mod runtime;
 mod shard;
-mod task;
 pub mod time;
 mod tokio_timers;
 mod top;
 
+pub use app::Shard;
+pub use bus::CoordinatorBus;
+pub use config::RestartPolicy;
 pub use config::{Config, DEFAULT_LISTEN, LogFormat, Shards};
-pub use coordinator::{
-    Coordinator, CoordinatorBus, ExitReason, LifecycleEvent, LifecycleKind, RestartPolicy,
-};
+pub use coordinator::{Coordinator, ExitReason, LifecycleEvent, LifecycleKind};
 pub use entry::EXIT_FORCED;
 pub use error::Error;
 pub use offload::offload;
 pub use runtime::Runtime;
-pub use shard::{CounterSnapshot, Shard, ShardCounters, ShardId};
-pub use task::{JoinHandle, spawn};
+pub use shard::{CounterSnapshot, JoinHandle, ShardCounters, ShardId, spawn};
 
 /// Marks the `async fn` every shard runs and generates `main`.
 ///
@@ -83,7 +83,9 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::entry::{MainOptions, ShardOutcome, run_main};
+    pub use crate::app::ShardOutcome;
+    pub use crate::cli::MainOptions;
+    pub use crate::entry::run_main;
 }
 
 /// glommio registers the process for private expedited `membarrier` on

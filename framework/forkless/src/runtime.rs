@@ -2,8 +2,9 @@
 
 use std::future::Future;
 
-use crate::coordinator::AppCoordinator;
-use crate::entry::ShardOutcome;
+use crate::admin::{self, Action};
+use crate::app::{ShardOutcome, starter};
+use crate::coordinator::{AdminStart, AppCoordinator};
 use crate::{Config, Coordinator, Error, Shard};
 
 /// Starts the shards described by a [`Config`] and supervises them.
@@ -81,6 +82,27 @@ impl Runtime {
         Fut::Output: ShardOutcome,
     {
         crate::panic::install_hook();
-        crate::coordinator::run(self.config, shard_fn, self.coordinator)
+        crate::coordinator::run(
+            self.config,
+            starter(shard_fn),
+            self.coordinator,
+            Some(admin_start()),
+        )
     }
+}
+
+/// Starts the admin endpoint, its reload and upgrade requests handed to the
+/// coordinator.
+fn admin_start() -> AdminStart {
+    Box::new(|listener, board, coordinator| {
+        let server = admin::start(
+            listener,
+            board,
+            Box::new(move |action| match action {
+                Action::Reload => coordinator.reload(),
+                Action::Upgrade => coordinator.upgrade(),
+            }),
+        )?;
+        Ok(Box::new(server))
+    })
 }

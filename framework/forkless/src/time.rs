@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::http::timer::ShardSleep;
+use crate::shard::timer::ShardSleep;
 
 /// Waits for `duration` without blocking the shard.
 ///

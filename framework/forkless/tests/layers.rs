@@ -24,12 +24,13 @@ const LAYERS: &[&str] = &[
     "clock",
     "error",
     "config",
+    // tokio's timer context, entered by every shard thread.
+    "tokio_timers",
     // Executor per core, placement, listeners, counters, the shard timer.
     "shard",
     "time",
     "task",
     "offload",
-    "tokio_timers",
     // Messages between shards and the coordinator.
     "bus",
     // Supervision, lifecycle, signals, shutdown, reload, upgrade.
@@ -66,10 +67,12 @@ fn src_dir() -> PathBuf {
 fn has_cfg_test(attrs: &[syn::Attribute]) -> bool {
     attrs.iter().any(|attr| {
         attr.path().is_ident("cfg")
-            && attr
-                .meta
-                .require_list()
-                .is_ok_and(|list| list.tokens.to_string().split_whitespace().any(|t| t == "test"))
+            && attr.meta.require_list().is_ok_and(|list| {
+                list.tokens
+                    .to_string()
+                    .split_whitespace()
+                    .any(|t| t == "test")
+            })
     })
 }
 
@@ -280,7 +283,10 @@ fn collect_names(tree: &syn::UseTree, out: &mut Vec<String>) {
 /// Each import edge between two top-level modules, with the files behind it.
 fn edges() -> BTreeMap<(String, String), BTreeSet<String>> {
     let files = load_crate();
-    let modules: BTreeSet<String> = files.iter().filter_map(|f| f.module.first().cloned()).collect();
+    let modules: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| f.module.first().cloned())
+        .collect();
     let exports = re_exports(&files);
     let mut edges: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for file in &files {
@@ -364,5 +370,8 @@ fn no_two_modules_import_each_other() {
         .filter(|(a, b)| a < b && edges.contains_key(&(b.clone(), a.clone())))
         .map(|(a, b)| format!("{a} <-> {b}"))
         .collect();
-    assert!(mutual.is_empty(), "modules importing each other: {mutual:?}");
+    assert!(
+        mutual.is_empty(),
+        "modules importing each other: {mutual:?}"
+    );
 }

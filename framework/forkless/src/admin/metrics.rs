@@ -12,8 +12,8 @@
 
 use std::fmt::Write;
 
-use super::board::{Phase, ShardView, View};
 use crate::CounterSnapshot;
+use crate::coordinator::board::{Phase, ShardView, View};
 
 /// The `Content-Type` of the text format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -9,9 +9,9 @@ use std::time::Duration;
 use prometheus_parse::{Scrape, Value};
 
 use super::render;
-use crate::admin::board::{Board, View};
 use crate::bus::mesh::Registry;
 use crate::coordinator::LifecycleKind;
+use crate::coordinator::board::{Board, View};
 use crate::shard::ShardCounters;
 use crate::{ExitReason, ShardId};
 

@@ -35,7 +35,6 @@
 //! `Connection: close`, bounded head size, read and write timeouts, at most
 //! 16 connections at once) does the job with no new dependency.
 
-mod board;
 mod metrics;
 mod server;
 mod status;
@@ -44,12 +43,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub(crate) use board::Board;
 pub(crate) use server::AdminServer;
 use server::{Answer, Request};
 use status::Rates;
 
 use crate::Error;
+use crate::coordinator::board::Board;
 
 /// What an operator can start through the admin endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,15 +61,6 @@ pub(crate) enum Action {
 
 /// Hands an [`Action`] to the coordinator; `false` when it is gone.
 pub(crate) type Actions = Box<dyn Fn(Action) -> bool + Send + Sync>;
-
-/// Binds the admin address.
-pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).map_err(|e| {
-        Error::config(format!(
-            "cannot listen on the admin address {addr}: {e}; choose another --admin"
-        ))
-    })
-}
 
 /// Prints `admin on http://IP:PORT` on stdout and serves the admin routes
 /// from `board` on `listener` until the returned server is dropped.

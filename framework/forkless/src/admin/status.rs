@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::board::View;
+use crate::coordinator::board::View;
 
 /// Shortest span a requests/s figure is measured over.
 pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(1);
@@ -122,9 +122,9 @@ mod tests {
 
     use super::*;
     use crate::ShardId;
-    use crate::admin::board::Board;
     use crate::bus::mesh::Registry;
     use crate::coordinator::LifecycleKind;
+    use crate::coordinator::board::Board;
     use crate::shard::ShardCounters;
 
     #[test]

@@ -329,8 +329,6 @@ struct Entry {
 pub(crate) struct Registry {
     shards: usize,
     capacity: usize,
-    /// Open connections per shard, for the accept-side hand-off.
-    balance: crate::http::balance::Balance,
     state: Mutex<RegistryState>,
     closed: Arc<Event>,
 }
@@ -358,7 +356,6 @@ impl Registry {
         Self {
             shards,
             capacity: capacity.max(1),
-            balance: crate::http::balance::Balance::new(shards),
             state: Mutex::new(RegistryState {
                 meshes: HashMap::new(),
                 open: vec![true; shards],
@@ -376,10 +373,6 @@ impl Registry {
 
     pub(crate) fn shards(&self) -> usize {
         self.shards
-    }
-
-    pub(crate) fn balance(&self) -> &crate::http::balance::Balance {
-        &self.balance
     }
 
     /// The mesh of `(M, R)`, made on first use.
@@ -438,7 +431,6 @@ impl Registry {
     /// inbox, the shard is closed (senders see `Closed`, waiting calls give
     /// up) until the next [`activate`](Self::activate).
     pub(crate) fn retire(&self, shard: ShardId, incarnation: u32) {
-        self.balance().retire(shard, incarnation);
         let mut state = lock(&self.state);
         let owner = state.owner.get(shard.get()) == Some(&incarnation);
         if owner && let Some(open) = state.open.get_mut(shard.get()) {

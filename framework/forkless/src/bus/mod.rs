@@ -58,10 +58,11 @@
 //! }
 //! ```
 
+mod coordinator_end;
+mod ends;
 mod error;
 mod local;
 pub(crate) mod mesh;
-mod run;
 mod send;
 
 use std::fmt;
@@ -69,8 +70,9 @@ use std::rc::Rc;
 
 use futures::channel::oneshot;
 
+pub use coordinator_end::CoordinatorBus;
+pub(crate) use ends::ShardBus;
 pub use error::{BroadcastError, CallError, RunError, SendError, TrySendError};
-pub(crate) use run::serve_jobs;
 pub use send::SendBus;
 
 use crate::ShardId;
@@ -181,6 +183,16 @@ impl<M, R> fmt::Debug for Bus<M, R> {
 impl<M: Send + 'static, R: Send + 'static> Bus<M, R> {
     pub(crate) fn new(end: Rc<LocalEnd<M, R>>) -> Self {
         Self { end }
+    }
+
+    /// Waits for the answer to something sent to `to` on `receiver`, as a
+    /// [`call`](Self::call) does: `None` when `to` stopped first.
+    pub(crate) async fn wait_reply<T>(
+        &self,
+        to: ShardId,
+        receiver: &mut oneshot::Receiver<T>,
+    ) -> Option<T> {
+        wait_reply(&self.end.mesh, to, receiver, self.end.spin).await
     }
 
     /// The shard this handle belongs to.

@@ -110,6 +110,15 @@ pub(super) fn adopt(inherited: Vec<Inherited>, shards: usize) -> Result<Sockets,
     Ok(sockets)
 }
 
+/// Binds the admin address.
+pub(super) fn bind_admin(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).map_err(|e| {
+        Error::config(format!(
+            "cannot listen on the admin address {addr}: {e}; choose another --admin"
+        ))
+    })
+}
+
 /// A descriptor of `socket` for one incarnation of a shard.
 pub(super) fn dup(socket: &TcpListener) -> Result<TcpListener, Error> {
     socket

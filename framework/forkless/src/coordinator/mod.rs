@@ -27,6 +27,7 @@
 //! listening, this process drains and exits 0; if it exits or is not ready
 //! in time, this one keeps serving.
 
+pub(crate) mod board;
 mod handle;
 pub(crate) mod lifecycle;
 mod listen;
@@ -37,9 +38,9 @@ mod standin;
 mod systemd;
 mod upgrade;
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -47,16 +48,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-pub use handle::{Coordinator, CoordinatorBus};
+pub use handle::Coordinator;
 pub use lifecycle::{ExitReason, LifecycleEvent, LifecycleKind};
-pub use policy::RestartPolicy;
 
-use crate::admin::{self, Action, AdminServer, Board};
 use crate::bus::mesh::{FIRST_INCARNATION, Registry};
-use crate::entry::ShardOutcome;
 use crate::error::ErrorKind;
-use crate::shard::{self, Shard, ShardCounters, ShardId, ShardParts};
+use crate::shard::balance::Balance;
+use crate::shard::control::{Command, Exit, Report, Reporter};
+use crate::shard::{self, ShardCounters, ShardId};
 use crate::{Config, Error, Shards};
+use board::Board;
 use lifecycle::Subscribers;
 use policy::{Deaths, Verdict};
 use reload::Reload;
@@ -66,12 +67,8 @@ use reload::Reload;
 /// incarnation they come from.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// The shard's executor runs and its function started.
-    Online(ShardId, u32),
-    /// The shard accepts connections.
-    Listening(ShardId, u32),
-    /// The shard's thread is about to end.
-    Exited(ShardId, u32, Exit),
+    /// What incarnation `u32` of a shard reports about itself.
+    Shard(ShardId, u32, Report),
     /// A shutdown signal arrived.
     Signal(i32),
     /// The app asked for a graceful shutdown ([`Coordinator::shutdown`]).
@@ -88,40 +85,46 @@ pub(crate) enum Event {
     Orphan(ShardId, std::net::TcpStream),
 }
 
-/// How a shard ended.
+/// What the coordinator gives each new incarnation of a shard: everything
+/// it needs to run, and nothing it could use to reach above its layer.
 #[derive(Debug)]
-pub(crate) enum Exit {
-    /// Its function returned `Ok`/`()`.
-    Returned,
-    /// Its function returned an error, or its executor could not start.
-    Failed(String),
-    /// Its thread panicked outside any request guard.
-    Panicked(String),
+pub(crate) struct ShardParts {
+    pub(crate) id: ShardId,
+    pub(crate) incarnation: u32,
+    pub(crate) count: usize,
+    pub(crate) cpu: Option<usize>,
+    pub(crate) config: Arc<Config>,
+    /// Bytes of the executor's DMA arena (`shard/preflight.rs`).
+    pub(crate) io_memory: usize,
+    /// This incarnation's descriptors of the shard's listening sockets; the
+    /// coordinator keeps the sockets across incarnations and processes.
+    pub(crate) listen: Vec<TcpListener>,
+    pub(crate) control: flume::Receiver<Command>,
+    pub(crate) reporter: Reporter,
+    pub(crate) counters: Arc<ShardCounters>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) balance: Arc<Balance>,
 }
 
-/// What the coordinator tells a shard.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Stop accepting and finish what is in flight.
-    Stop,
-    /// Serve this connection, accepted for a shard that is down.
-    Adopt(std::net::TcpStream),
-}
+/// Starts a shard incarnation's thread (the layers above supply it: it
+/// runs the app's shard function).
+pub(crate) type Starter = Box<dyn Fn(ShardParts) -> std::io::Result<JoinHandle<()>>>;
+
+/// Starts the admin endpoint on its socket (the admin layer supplies it);
+/// the returned guard stops it when dropped.
+pub(crate) type AdminStart =
+    Box<dyn FnOnce(TcpListener, Arc<Board>, Coordinator) -> Result<Box<dyn Any>, Error>>;
 
 /// App code that runs on its own thread beside the shards.
 pub(crate) type AppCoordinator = Box<dyn FnOnce(Coordinator) + Send>;
 
 /// Runs the whole process: returns when every shard has ended.
-pub(crate) fn run<F, Fut>(
+pub(crate) fn run(
     config: Config,
-    shard_fn: F,
+    starter: Starter,
     app: Option<AppCoordinator>,
-) -> Result<(), Error>
-where
-    F: Fn(Shard) -> Fut + Send + Clone + 'static,
-    Fut: Future + 'static,
-    Fut::Output: ShardOutcome,
-{
+    admin: Option<AdminStart>,
+) -> Result<(), Error> {
     let started = Instant::now();
     // Done before `main` already (`membarrier_before_main`); idempotent.
     glommio::early_init();
@@ -173,7 +176,7 @@ where
     };
     let admin_socket = match (sockets.admin.take(), config.admin) {
         (Some(inherited), _) => Some(inherited),
-        (None, Some(addr)) => Some(admin::bind(addr)?),
+        (None, Some(addr)) => Some(listen::bind_admin(addr)?),
         (None, None) => None,
     };
     let notifier = systemd::Notifier::from_env();
@@ -193,24 +196,16 @@ where
     );
 
     let board = Board::new(registry.clone(), placement.clone());
+    let balance = Arc::new(Balance::new(count));
     // Before the shards start, so `/livez` answers (and `/readyz` says why
     // not) from the first moment; stopped when the supervisor is dropped.
-    let admin = match &admin_socket {
-        Some(socket) => {
-            let actions = events_tx.clone();
-            Some(admin::start(
-                listen::dup(socket)?,
-                board.clone(),
-                Box::new(move |action| {
-                    let event = match action {
-                        Action::Reload => Event::Reload,
-                        Action::Upgrade => Event::Upgrade,
-                    };
-                    actions.send(event).is_ok()
-                }),
-            )?)
-        }
-        None => None,
+    let admin = match (&admin_socket, admin) {
+        (Some(socket), Some(start)) => Some(start(
+            listen::dup(socket)?,
+            board.clone(),
+            app_coordinator.clone(),
+        )?),
+        _ => None,
     };
     let shards: Vec<ShardState> = placement
         .into_iter()
@@ -219,9 +214,10 @@ where
         .collect();
     let mut supervisor = Supervisor {
         config: Arc::new(config),
-        shard_fn,
+        starter,
         io_memory,
         registry,
+        balance,
         subscribers,
         events_tx,
         addrs: sockets.addrs,
@@ -342,11 +338,12 @@ impl ShardState {
     }
 }
 
-struct Supervisor<F> {
+struct Supervisor {
     config: Arc<Config>,
-    shard_fn: F,
+    starter: Starter,
     io_memory: usize,
     registry: Arc<Registry>,
+    balance: Arc<Balance>,
     subscribers: Arc<Subscribers>,
     events_tx: flume::Sender<Event>,
     addrs: Vec<SocketAddr>,
@@ -368,7 +365,8 @@ struct Supervisor<F> {
     upgrade: Option<upgrade::Pending>,
     /// A binary upgrade took over: this process drains and exits.
     handed_over: bool,
-    admin: Option<AdminServer>,
+    /// The admin endpoint; dropping it stops it.
+    admin: Option<Box<dyn Any>>,
     /// The admin listening socket, handed on by a binary upgrade.
     admin_socket: Option<TcpListener>,
     /// What a binary upgrade starts.
@@ -380,12 +378,7 @@ struct Supervisor<F> {
     next_adopter: usize,
 }
 
-impl<F, Fut> Supervisor<F>
-where
-    F: Fn(Shard) -> Fut + Send + Clone + 'static,
-    Fut: Future + 'static,
-    Fut::Output: ShardOutcome,
-{
+impl Supervisor {
     /// Starts a new incarnation of shard `id`; it becomes the current one
     /// (any previous one must have been moved out of `current` first).
     fn spawn(&mut self, id: ShardId) -> Result<(), Error> {
@@ -401,28 +394,40 @@ where
         let number = state.latest + 1;
         let counters = Arc::new(ShardCounters::default());
         let (control, control_rx) = flume::unbounded();
+        let events = self.events_tx.clone();
         let parts = ShardParts {
             id,
             incarnation: number,
             count,
             cpu: state.cpu,
             config: self.config.clone(),
+            io_memory: self.io_memory,
             listen,
-            events: self.events_tx.clone(),
+            control: control_rx,
+            reporter: Reporter::new(
+                id,
+                number,
+                Arc::new(move |id, number, report| {
+                    // The coordinator outlives every shard; a closed channel
+                    // means the process is already exiting.
+                    let _ = events.send(Event::Shard(id, number, report));
+                }),
+            ),
             counters: counters.clone(),
-            bus: self.registry.clone(),
+            registry: self.registry.clone(),
+            balance: self.balance.clone(),
         };
         self.registry.activate(id, number);
         self.board.attach(id, number, counters.clone());
-        let thread =
-            match shard::thread::spawn(parts, self.io_memory, control_rx, self.shard_fn.clone()) {
-                Ok(thread) => thread,
-                Err(e) => {
-                    self.board.detach(id, number);
-                    self.registry.retire(id, number);
-                    return Err(Error::io("cannot start a shard thread", e));
-                }
-            };
+        let thread = match (self.starter)(parts) {
+            Ok(thread) => thread,
+            Err(e) => {
+                self.board.detach(id, number);
+                self.registry.retire(id, number);
+                self.balance.retire(id, number);
+                return Err(Error::io("cannot start a shard thread", e));
+            }
+        };
         state.latest = number;
         state.current = Some(Incarnation {
             number,
@@ -512,9 +517,11 @@ where
 
     fn handle(&mut self, event: Event) -> Result<(), Error> {
         match event {
-            Event::Online(id, number) => self.publish(id, number, LifecycleKind::Online),
-            Event::Listening(id, number) => self.on_listening(id, number),
-            Event::Exited(id, number, exit) => self.on_exit(id, number, exit),
+            Event::Shard(id, number, Report::Online) => {
+                self.publish(id, number, LifecycleKind::Online);
+            }
+            Event::Shard(id, number, Report::Listening) => self.on_listening(id, number),
+            Event::Shard(id, number, Report::Exited(exit)) => self.on_exit(id, number, exit),
             Event::Shutdown => {
                 if !self.stopping() {
                     tracing::info!("shutdown requested; shutting down gracefully");
@@ -555,7 +562,7 @@ where
     fn forget(&self, id: ShardId, ended: &Incarnation) {
         self.board.detach(id, ended.number);
         let leaked = ended.counters.snapshot().connections_open;
-        self.registry.balance().forget(id, leaked);
+        self.balance.forget(id, leaked);
     }
 
     /// Hands waiting orphans to listening shards, in turn.

@@ -7,31 +7,9 @@
 //! `window` is a crash loop: the process gives up (shuts down gracefully and
 //! exits non-zero, so systemd or Kubernetes restart it whole).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// The restart policy of every shard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RestartPolicy {
-    /// Pause before the first restart.
-    pub backoff_start: Duration,
-    /// Longest pause between restarts.
-    pub backoff_cap: Duration,
-    /// Deaths of one shard allowed within `window` before giving up.
-    pub max_restarts: u32,
-    /// The crash-loop window.
-    pub window: Duration,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        Self {
-            backoff_start: Duration::from_millis(10),
-            backoff_cap: Duration::from_secs(5),
-            max_restarts: 5,
-            window: Duration::from_secs(30),
-        }
-    }
-}
+use crate::config::RestartPolicy;
 
 /// What to do about a death.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +47,8 @@ impl Deaths {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn policy() -> RestartPolicy {

@@ -9,12 +9,10 @@
 //! reload: the old one is made current again (`reinstate`).
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::time::Instant;
 
 use super::Supervisor;
-use crate::entry::ShardOutcome;
-use crate::shard::{Shard, ShardId};
+use crate::shard::ShardId;
 
 /// A rolling reload in progress.
 #[derive(Debug)]
@@ -37,12 +35,7 @@ pub(super) struct Step {
     pub(super) deadline: Instant,
 }
 
-impl<F, Fut> Supervisor<F>
-where
-    F: Fn(Shard) -> Fut + Send + Clone + 'static,
-    Fut: Future + 'static,
-    Fut::Output: ShardOutcome,
-{
+impl Supervisor {
     pub(super) fn reload_step(&self) -> Option<Step> {
         self.reload.as_ref().and_then(|r| r.step)
     }

@@ -9,13 +9,16 @@
 //! shard's bus in a form a `Send` future may hold.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
-use crate::bus::SendBus;
-use crate::{Shard, ShardId};
+use crate::ShardId;
+use crate::bus::{SendBus, ShardBus};
+use crate::shard::ShardCore;
 
 thread_local! {
-    /// The shard serving tower services on this thread, while it does.
-    static CURRENT: RefCell<Option<Shard>> = const { RefCell::new(None) };
+    /// The bus of the shard serving tower services on this thread, while it
+    /// does.
+    static CURRENT: RefCell<Option<(ShardId, Rc<ShardBus>)>> = const { RefCell::new(None) };
 }
 
 /// The shard a request is served on: its id, the shard count, and its bus.
@@ -62,10 +65,10 @@ pub struct ShardContext {
 }
 
 impl ShardContext {
-    pub(crate) fn of(shard: &Shard) -> Self {
+    pub(crate) fn of(shard: &ShardCore) -> Self {
         Self {
-            id: shard.id(),
-            count: shard.count(),
+            id: shard.id,
+            count: shard.count,
         }
     }
 
@@ -113,7 +116,7 @@ impl ShardContext {
     /// on this context's shard.
     pub fn bus_with_reply<M: Send + 'static, R: Send + 'static>(&self) -> SendBus<M, R> {
         CURRENT.with(|current| match current.borrow().as_ref() {
-            Some(shard) if shard.id() == self.id => shard.bus_with_reply::<M, R>().into(),
+            Some((id, bus)) if *id == self.id => bus.bus::<M, R>().into(),
             _ => panic!(
                 "ShardContext::bus used off shard {}: use it inside a request \
                  served by Shard::serve_tower, on the shard that served it",
@@ -123,9 +126,9 @@ impl ShardContext {
     }
 }
 
-/// Makes `shard` this thread's current shard until the guard drops.
-pub(crate) fn enter(shard: &Shard) -> Entered {
-    CURRENT.with(|current| *current.borrow_mut() = Some(shard.clone()));
+/// Makes `bus` the bus of this thread's current shard until the guard drops.
+pub(crate) fn enter(id: ShardId, bus: &Rc<ShardBus>) -> Entered {
+    CURRENT.with(|current| *current.borrow_mut() = Some((id, bus.clone())));
     Entered(())
 }
 

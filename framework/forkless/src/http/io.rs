@@ -63,9 +63,9 @@ use super::framing::{Gate, Rejection, STAND_IN, Step};
 use super::limits::{Limits, ReadClock, Verdict, Waiting};
 use super::requests::Requests;
 use super::socket::Socket;
-use super::timer::ShardSleep;
 use super::upgrade::Upgraded;
 use crate::shard::ShardCounters;
+use crate::shard::timer::ShardSleep;
 
 /// First receive buffer of a connection: a request head, or a burst of
 /// small pipelined ones. Most connections never need more, and an idle

@@ -53,10 +53,9 @@
 //! (a WebSocket) to a task of the handler's, on the same shard.
 
 mod accept;
-pub(crate) mod balance;
 mod body;
 mod body_read;
-mod context;
+pub(crate) mod context;
 mod fast;
 mod framing;
 mod handler;
@@ -69,8 +68,7 @@ mod server;
 mod service;
 mod socket;
 mod timeout;
-pub(crate) mod timer;
-mod tower;
+pub(crate) mod tower;
 pub mod upgrade;
 
 pub use body::{Body, BoxError};

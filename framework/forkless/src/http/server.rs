@@ -28,21 +28,20 @@ use hyper::server::conn::http1;
 
 use super::Handler;
 use super::accept::{Acceptor, into_glommio};
-use super::balance::Balance;
 use super::fast::{self, FastEnd};
 use super::io::{self, Conn, Ended, Io};
 use super::limits::Limits;
 use super::requests::Requests;
 use super::service::{App, ShardService};
 use super::socket::Socket;
-use super::timer::ShardTimer;
 use super::upgrade::{UpgradeTask, Upgraded};
 use crate::Error;
 use crate::ShardId;
-use crate::bus::Bus;
-use crate::bus::mesh::Registry;
+use crate::bus::{Bus, ShardBus};
+use crate::shard::balance::Balance;
 use crate::shard::latch::Latch;
-use crate::shard::{Shard, ShardCounters};
+use crate::shard::timer::ShardTimer;
+use crate::shard::{ShardCore, ShardCounters};
 
 /// Pause after an accept error (e.g. out of file descriptors) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
@@ -82,8 +81,8 @@ struct Ctx<H> {
     /// How long upgraded connections may run on after a shutdown began.
     upgrade_grace: Duration,
     me: ShardId,
-    /// Holds the connection table (`balance.rs`).
-    registry: Arc<Registry>,
+    /// Open connections per shard (`shard/balance.rs`).
+    balance: Arc<Balance>,
     /// Connections handed between shards.
     handoff: Bus<Handoff>,
 }
@@ -91,11 +90,14 @@ struct Ctx<H> {
 /// A connection one shard accepted and hands to another (`balance.rs`).
 struct Handoff(std::net::TcpStream);
 
-/// Serves `handler` on `listeners` until the shard stops, then waits for open
+/// Serves `handler` on `listeners` (and on connections the coordinator
+/// hands over through `adopted`) until the shard stops, then waits for open
 /// connections to finish.
 pub(crate) async fn serve<H: Handler>(
-    shard: &Shard,
+    shard: &ShardCore,
+    bus: &ShardBus,
     listeners: Vec<std::net::TcpListener>,
+    adopted: Option<flume::Receiver<std::net::TcpStream>>,
     handler: H,
 ) -> Result<(), Error> {
     let listeners = listeners
@@ -104,7 +106,7 @@ pub(crate) async fn serve<H: Handler>(
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(|e| Error::io("cannot watch a listening socket", e))?;
 
-    let limits = shard.config().http;
+    let limits = shard.config.http;
     super::body_read::set_default_limit(limits.max_body_size);
     let mut builder = http1::Builder::new();
     // The I/O adapter keeps the header, keep-alive, body and send timeouts
@@ -114,32 +116,32 @@ pub(crate) async fn serve<H: Handler>(
         .header_read_timeout(None)
         .max_buf_size(HYPER_MAX_BUF.max(limits.max_header_size.saturating_add(16 * 1024)))
         .keep_alive(true);
-    let shard_header = HeaderValue::from(shard.id().get());
-    let incarnation = shard.incarnation();
+    let shard_header = HeaderValue::from(shard.id.get());
+    let incarnation = shard.incarnation;
     let ctx = Rc::new(Ctx {
         busy: busy_response(&shard_header),
         app: Rc::new(App {
             handler,
             shard_header,
-            counters: Arc::clone(shard.counters_arc()),
+            counters: Arc::clone(&shard.counters),
         }),
-        counters: Arc::clone(shard.counters_arc()),
+        counters: Arc::clone(&shard.counters),
         builder,
-        stopping: shard.latch().clone(),
+        stopping: shard.stopping.clone(),
         open: OpenConnections::default(),
         limits,
         refusing: Cell::new(0),
-        upgrade_grace: (shard.config().shutdown_timeout / 2).min(MAX_UPGRADE_GRACE),
-        me: shard.id(),
-        registry: shard.registry().clone(),
-        handoff: shard.framework_bus::<Handoff>(),
+        upgrade_grace: (shard.config.shutdown_timeout / 2).min(MAX_UPGRADE_GRACE),
+        me: shard.id,
+        balance: shard.balance.clone(),
+        handoff: bus.framework_bus::<Handoff>(),
     });
 
     tracing::debug!(listeners = listeners.len(), "serving");
     let handoffs = crate::spawn(take_handoffs(ctx.clone()));
-    ctx.registry.balance().serving(ctx.me, incarnation, true);
+    ctx.balance.serving(ctx.me, incarnation, true);
     shard.report_listening();
-    let adopted = shard.take_adopted().map(|adopted| {
+    let adopted = adopted.map(|adopted| {
         let ctx = ctx.clone();
         crate::spawn(async move {
             let mut stop = pin!(ctx.stopping.wait());
@@ -153,7 +155,7 @@ pub(crate) async fn serve<H: Handler>(
         })
     });
     futures::future::join_all(listeners.into_iter().map(|l| accept_loop(l, ctx.clone()))).await;
-    ctx.registry.balance().serving(ctx.me, incarnation, false);
+    ctx.balance.serving(ctx.me, incarnation, false);
     handoffs.await;
     if let Some(adopted) = adopted {
         adopted.await;
@@ -186,7 +188,7 @@ async fn accept_loop<H: Handler>(listener: Acceptor, ctx: Rc<Ctx<H>>) {
 /// A connection this shard accepted: handed to a shard with clearly fewer
 /// connections (`balance.rs`), or served here.
 fn place<H: Handler>(stream: std::net::TcpStream, ctx: &Rc<Ctx<H>>) {
-    let balance = ctx.registry.balance();
+    let balance = &ctx.balance;
     let stream = match balance.pick(ctx.me) {
         Some(target) => {
             balance.handed(target);
@@ -208,11 +210,11 @@ fn place<H: Handler>(stream: std::net::TcpStream, ctx: &Rc<Ctx<H>>) {
 async fn take_handoffs<H: Handler>(ctx: Rc<Ctx<H>>) {
     let mut stop = pin!(ctx.stopping.wait());
     while let Either::Left((envelope, _)) = select(pin!(ctx.handoff.recv()), stop.as_mut()).await {
-        ctx.registry.balance().taken(ctx.me);
+        ctx.balance.taken(ctx.me);
         admit(envelope.msg.0, &ctx);
     }
     while let Some(envelope) = ctx.handoff.try_recv() {
-        ctx.registry.balance().taken(ctx.me);
+        ctx.balance.taken(ctx.me);
         admit(envelope.msg.0, &ctx);
     }
 }
@@ -230,9 +232,7 @@ fn admit<H: Handler>(stream: std::net::TcpStream, ctx: &Rc<Ctx<H>>) {
 }
 
 async fn connection<H: Handler>(stream: Socket, ctx: Rc<Ctx<H>>) {
-    let mut open = ctx
-        .open
-        .enter(&ctx.counters, ctx.registry.balance(), ctx.me);
+    let mut open = ctx.open.enter(&ctx.counters, &ctx.balance, ctx.me);
     // Responses are flushed whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
     let requests = Rc::new(Requests::default());

@@ -18,7 +18,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::StatusCode;
-use super::timer::ShardSleep;
+use crate::shard::timer::ShardSleep;
 
 /// Answers a request whose service has not responded within a time limit,
 /// and drops the service's future (its work stops at its next `.await`).

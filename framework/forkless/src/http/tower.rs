@@ -37,49 +37,27 @@ use http_body_util::Limited;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::context::{self, ShardContext};
+use super::context::ShardContext;
 use super::service::closing;
 use super::{
     Body, BodyError, BoxError, Handler, Incoming, IntoResponse, Request, Response, StatusCode,
 };
-use crate::{Error, Shard};
+use crate::shard::ShardCore;
 
-impl Shard {
-    /// Serves HTTP with a tower `Service` on every listen address until
-    /// shutdown, then waits for in-flight requests to finish; an unmodified
-    /// axum `Router` (with its layers) is one.
-    ///
-    /// Like [`serve`](Shard::serve), but for a tower service, which each
-    /// request gets a clone of (see [`crate::http`]'s tower section). The
-    /// request's extensions hold a [`ShardContext`]. Call it once per shard.
-    ///
-    /// ```no_run
-    /// use axum::Router;
-    /// use axum::routing::get;
-    /// use forkless::prelude::*;
-    ///
-    /// #[shard_main(listen = "127.0.0.1:3000")]
-    /// async fn main(shard: Shard) -> Result<(), forkless::Error> {
-    ///     // Built on every shard: each shard has its own router and state.
-    ///     let app = Router::new().route("/", get(|| async { "Hello World\n" }));
-    ///     shard.serve_tower(app).await
-    /// }
-    /// ```
-    pub async fn serve_tower<S, B>(&self, service: S) -> Result<(), Error>
-    where
-        S: Service<http::Request<RequestBody>, Response = http::Response<B>> + Clone + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: 'static,
-        B: http_body::Body + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let _entered = context::enter(self);
-        let handler = TowerHandler {
-            service,
-            context: ShardContext::of(self),
-            body_limit: self.config().http.max_body_size,
-        };
-        self.serve(handler).await
+/// `service` as a [`Handler`] for `shard`'s server: each request gets a
+/// clone of the service and a [`ShardContext`] in its extensions.
+pub(crate) fn handler<S, B>(service: S, shard: &ShardCore) -> impl Handler
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + Clone + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    TowerHandler {
+        service,
+        context: ShardContext::of(shard),
+        body_limit: shard.config.http.max_body_size,
     }
 }
 

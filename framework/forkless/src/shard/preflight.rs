@@ -46,16 +46,6 @@ use std::fmt;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-/// The `io_memory` each shard asks for when not told otherwise: 256 KiB.
-/// The arena holds DMA buffers for file I/O; sockets never use it. glommio's
-/// own default (10 MiB) is charged three times per shard (once per ring),
-/// locked and resident from the start: most of a shard's idle memory, and at
-/// 10 MiB a single shard would not fit the 8 MiB memlock limit most
-/// distributions and systemd give. At 256 KiB a shard locks 768 KiB, 9
-/// shards fit 8 MiB untouched (smaller arenas let up to 18 fit), and an app
-/// doing heavy file I/O raises it with [`Config::io_memory`](crate::Config::io_memory).
-pub(crate) const DEFAULT_IO_MEMORY: usize = 256 << 10;
-
 /// The smallest arena [`io_memory_per_shard`] shrinks to: 128 KiB, twice
 /// glommio's own floor, room for a few DMA buffers. A limit that cannot
 /// give every shard this much is the problem to report, not to work around.
@@ -426,6 +416,7 @@ fn size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_IO_MEMORY;
 
     const KIB: u64 = 1 << 10;
     const MIB: u64 = 1 << 20;

@@ -138,7 +138,7 @@ pub(crate) fn start() {
         driver: RefCell::new(None),
         compact_at: Cell::new(COMPACT_MIN),
     });
-    crate::spawn(drive(Rc::downgrade(&queue))).detach();
+    super::spawn(drive(Rc::downgrade(&queue))).detach();
     QUEUE.with(|q| *q.borrow_mut() = Some(queue));
 }
 

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::shard::stall::Watched;
+use super::stall::Watched;
 
 /// A task spawned with [`spawn`]: await it for its output, or
 /// [`detach`](JoinHandle::detach) it to let it run on its own. Dropping it

@@ -1,0 +1,249 @@
+//! The [`Shard`] handle: every method an app can call on its shard, in one
+//! place.
+//!
+//! | method | what | layer it reaches |
+//! |---|---|---|
+//! | [`id`](Shard::id), [`count`](Shard::count), [`incarnation`](Shard::incarnation), [`cpu`](Shard::cpu) | who and where this shard is | shard |
+//! | [`config`](Shard::config), [`counters`](Shard::counters) | the runtime's configuration, this incarnation's counters | shard |
+//! | [`is_stopping`](Shard::is_stopping), [`stopping`](Shard::stopping) | whether, or when, shutdown (or this incarnation's replacement) began | coordinator's commands |
+//! | [`bus`](Shard::bus), [`bus_with_reply`](Shard::bus_with_reply) | typed messages to other shards and the coordinator | bus |
+//! | [`run_on`](Shard::run_on), [`map_reduce`](Shard::map_reduce) | run a closure on another shard, or on all | bus |
+//! | [`serve`](Shard::serve), [`serve_tower`](Shard::serve_tower) | HTTP on every listen address | http |
+//!
+//! Naming: "this shard" is [`Shard::id`] everywhere ([`Bus::shard`](crate::bus::Bus::shard),
+//! [`ShardContext::id`](crate::http::ShardContext::id)); "how many shards" is
+//! [`Shard::count`] ([`Bus::shards`](crate::bus::Bus::shards),
+//! [`ShardContext::shards`](crate::http::ShardContext::shards),
+//! [`Coordinator::shards`](crate::Coordinator::shards)).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+
+use tower_service::Service;
+
+use super::run_on;
+use crate::bus::{Bus, RunError, ShardBus};
+use crate::http::{BoxError, Handler, RequestBody};
+use crate::shard::{ShardCore, ShardCounters, ShardId};
+use crate::{Config, Error};
+
+/// The handle a shard function receives: who this shard is, and its services.
+///
+/// `!Send`: it belongs to its shard. Clone it freely within the shard.
+///
+/// ```no_run
+/// use forkless::Shard;
+///
+/// #[forkless::shard_main]
+/// async fn main(shard: Shard) {
+///     let id = shard.id();
+///     shard
+///         .serve(move |_req| async move { format!("hello from shard {id}\n") })
+///         .await
+///         .expect("serve");
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Shard {
+    inner: Rc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    core: Rc<ShardCore>,
+    bus: Rc<ShardBus>,
+    /// This incarnation's listening sockets, until `serve` takes them.
+    listen: RefCell<Option<Vec<std::net::TcpListener>>>,
+    /// Connections the coordinator accepted for a shard that is down.
+    adopted: RefCell<Option<flume::Receiver<std::net::TcpStream>>>,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        core: Rc<ShardCore>,
+        bus: Rc<ShardBus>,
+        listen: Vec<std::net::TcpListener>,
+        adopted: flume::Receiver<std::net::TcpStream>,
+    ) -> Self {
+        Self {
+            inner: Rc::new(Inner {
+                core,
+                bus,
+                listen: RefCell::new(Some(listen)),
+                adopted: RefCell::new(Some(adopted)),
+            }),
+        }
+    }
+
+    /// This shard's identity, `0..count()`.
+    pub fn id(&self) -> ShardId {
+        self.inner.core.id
+    }
+
+    /// Which incarnation of shard [`id`](Self::id) this is: 1 at first
+    /// start, one more after every restart or rolling reload.
+    pub fn incarnation(&self) -> u32 {
+        self.inner.core.incarnation
+    }
+
+    /// How many shards this process runs.
+    pub fn count(&self) -> usize {
+        self.inner.core.count
+    }
+
+    /// The CPU this shard is pinned to, or `None` when unpinned.
+    pub fn cpu(&self) -> Option<usize> {
+        self.inner.core.cpu
+    }
+
+    /// The counters of this incarnation of the shard (the admin endpoint
+    /// adds up every incarnation's).
+    pub fn counters(&self) -> &ShardCounters {
+        &self.inner.core.counters
+    }
+
+    /// The runtime configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.core.config
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.core.stopping.is_set()
+    }
+
+    /// Resolves when the process starts shutting down: the place for the
+    /// shard's own shutdown work (Node's `'disconnect'` / shutdown message).
+    ///
+    /// Cancel-safe; any number of tasks may wait.
+    pub fn stopping(&self) -> impl Future<Output = ()> + 'static {
+        self.inner.core.stopping.wait()
+    }
+
+    /// This shard's handle on the bus for one-way messages of type `M`.
+    /// See [`crate::bus`].
+    pub fn bus<M: Send + 'static>(&self) -> Bus<M> {
+        self.inner.bus.bus::<M, ()>()
+    }
+
+    /// This shard's handle on the bus for messages of type `M` answered with
+    /// replies of type `R` ([`Bus::call`]).
+    pub fn bus_with_reply<M: Send + 'static, R: Send + 'static>(&self) -> Bus<M, R> {
+        self.inner.bus.bus::<M, R>()
+    }
+
+    /// Runs `f` on shard `to` and returns its result (Seastar's `submit_to`).
+    ///
+    /// The closure is sent to `to` and its future runs there as a task, so it
+    /// may use `to`'s shard-local state; only the closure and the result
+    /// cross shards. `Closed` when `to` is not running, `Lost` when the
+    /// closure panicked or `to` stopped before it finished.
+    ///
+    /// ```no_run
+    /// # async fn example(shard: forkless::Shard) -> Result<(), forkless::bus::RunError> {
+    /// use forkless::ShardId;
+    /// let cpu = shard.run_on(ShardId::new(1), |other| async move { other.cpu() }).await?;
+    /// # let _ = cpu;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn run_on<F, Fut, T>(&self, to: ShardId, f: F) -> Result<T, RunError>
+    where
+        F: FnOnce(Shard) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        run_on::run_on(self, to, f).await
+    }
+
+    /// Runs `map` on every shard at once (this one included) and folds the
+    /// results in shard order with `reduce`, starting from `init`.
+    ///
+    /// ```no_run
+    /// # async fn example(shard: forkless::Shard) -> Result<(), forkless::bus::RunError> {
+    /// let requests = shard
+    ///     .map_reduce(|s| async move { s.counters().snapshot().requests }, 0, |a, b| a + b)
+    ///     .await?;
+    /// # let _ = requests;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn map_reduce<F, Fut, T, A>(
+        &self,
+        map: F,
+        init: A,
+        mut reduce: impl FnMut(A, T) -> A,
+    ) -> Result<A, RunError>
+    where
+        F: FnOnce(Shard) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let runs = (0..self.count()).map(|i| self.run_on(ShardId::new(i), map.clone()));
+        let results = futures::future::join_all(runs).await;
+        let mut acc = init;
+        for result in results {
+            acc = reduce(acc, result?);
+        }
+        Ok(acc)
+    }
+
+    /// Serves HTTP with `handler` on every listen address until shutdown,
+    /// then waits for in-flight requests to finish.
+    ///
+    /// Call it once per shard; a second call returns an error.
+    pub async fn serve<H: Handler>(&self, handler: H) -> Result<(), Error> {
+        let Some(listeners) = self.inner.listen.borrow_mut().take() else {
+            return Err(Error::config("Shard::serve was called twice on one shard"));
+        };
+        if listeners.is_empty() {
+            return Err(Error::config(
+                "Shard::serve needs a listen address (--listen)",
+            ));
+        }
+        let adopted = self.inner.adopted.borrow_mut().take();
+        crate::http::serve(
+            &self.inner.core,
+            &self.inner.bus,
+            listeners,
+            adopted,
+            handler,
+        )
+        .await
+    }
+
+    /// Serves HTTP with a tower `Service` on every listen address until
+    /// shutdown, then waits for in-flight requests to finish; an unmodified
+    /// axum `Router` (with its layers) is one.
+    ///
+    /// Like [`serve`](Shard::serve), but for a tower service, which each
+    /// request gets a clone of (see [`crate::http`]'s tower section). The
+    /// request's extensions hold a [`ShardContext`](crate::http::ShardContext).
+    /// Call it once per shard.
+    ///
+    /// ```no_run
+    /// use axum::Router;
+    /// use axum::routing::get;
+    /// use forkless::prelude::*;
+    ///
+    /// #[shard_main(listen = "127.0.0.1:3000")]
+    /// async fn main(shard: Shard) -> Result<(), forkless::Error> {
+    ///     // Built on every shard: each shard has its own router and state.
+    ///     let app = Router::new().route("/", get(|| async { "Hello World\n" }));
+    ///     shard.serve_tower(app).await
+    /// }
+    /// ```
+    pub async fn serve_tower<S, B>(&self, service: S) -> Result<(), Error>
+    where
+        S: Service<http::Request<RequestBody>, Response = http::Response<B>> + Clone + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: 'static,
+        B: http_body::Body + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let _entered = crate::http::context::enter(self.id(), &self.inner.bus);
+        let handler = crate::http::tower::handler(service, &self.inner.core);
+        self.serve(handler).await
+    }
+}
