@@ -60,7 +60,7 @@ fn measure(backoff: Duration) -> Vec<Duration> {
             let mut incarnation = 1;
             // Wait for shard 1 to listen, kill it, time the way back.
             while samples.len() < RESTARTS {
-                let Ok(event) = events.recv_timeout(Duration::from_secs(10)) else {
+                let Some(event) = events.recv_timeout(Duration::from_secs(10)) else {
                     break;
                 };
                 if event.shard != ShardId::new(1) || event.kind != LifecycleKind::Listening {

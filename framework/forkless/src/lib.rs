@@ -47,7 +47,7 @@ pub use app::Shard;
 pub use bus::CoordinatorBus;
 pub use config::RestartPolicy;
 pub use config::{Config, DEFAULT_LISTEN, LogFormat, Shards};
-pub use coordinator::{Coordinator, ExitReason, LifecycleEvent, LifecycleKind};
+pub use coordinator::{Coordinator, ExitReason, LifecycleEvent, LifecycleEvents, LifecycleKind};
 pub use entry::EXIT_FORCED;
 pub use error::Error;
 pub use offload::offload;
@@ -114,6 +114,16 @@ pub struct ReadmeDoctests;
 #[cfg(all(doctest, feature = "axum"))]
 #[doc = include_str!("../../../docs/getting-started.md")]
 pub struct GettingStartedDoctests;
+
+/// See [`GettingStartedDoctests`].
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/cpu-heavy-work.md")]
+pub struct CpuHeavyWorkDoctests;
+
+/// See [`GettingStartedDoctests`].
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/websockets.md")]
+pub struct WebSocketsDoctests;
 
 /// See [`GettingStartedDoctests`].
 #[cfg(all(doctest, feature = "axum"))]

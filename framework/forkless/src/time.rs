@@ -1,12 +1,16 @@
 //! Time on a shard: sleeps and timeouts driven by the shard's own timer.
 //!
 //! The futures here are `Send` (each sleep is a deadline in the shard's
-//! timer queue, see `http/timer.rs`), so they also work where a `Send`
+//! timer queue, see `shard/timer.rs`), so they also work where a `Send`
 //! future is required, such as inside an axum handler or a tower layer
 //! served with [`Shard::serve_tower`](crate::Shard::serve_tower). They must
 //! be created on a shard: a sleep made on any other thread panics.
-//! (Tokio's timers need a tokio runtime, which forkless does not run:
-//! `tokio::time::sleep` panics on a shard; use these instead.)
+//!
+//! tokio's timers (`tokio::time::sleep`) work on a shard too with the cargo
+//! feature `tokio-timers` (on with `axum`), through one helper thread that
+//! runs tokio's timer; without the feature they panic there. The timers here
+//! cost no thread hop and stay the cheaper choice in code written for
+//! forkless.
 
 use std::future::Future;
 use std::time::{Duration, Instant};

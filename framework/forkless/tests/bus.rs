@@ -325,12 +325,12 @@ fn the_coordinator_and_shards_message_each_other() {
         let runtime = Runtime::new(config(shards)).coordinator(move |coordinator: Coordinator| {
             let hellos = coordinator.bus::<String>();
             let mut heard = Vec::new();
-            for _ in 0..coordinator.shards() {
+            for _ in 0..coordinator.count() {
                 let envelope = hellos.recv().expect("a hello");
                 heard.push((envelope.from, envelope.msg));
             }
             let calls = coordinator.bus_with_reply::<u64, u64>();
-            let answers: Vec<u64> = (0..coordinator.shards())
+            let answers: Vec<u64> = (0..coordinator.count())
                 .map(|to| calls.call(ShardId::new(to), 1).expect("a reply"))
                 .collect();
             report.send((heard, answers)).expect("report");

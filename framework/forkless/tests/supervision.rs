@@ -23,7 +23,7 @@ fn a_dead_shard_is_restarted_and_its_inbox_works_again() {
         )
         .coordinator(move |coordinator: Coordinator| {
             let events = coordinator.events();
-            while let Ok(event) = events.recv_timeout(Duration::from_secs(20)) {
+            while let Some(event) = events.recv_timeout(Duration::from_secs(20)) {
                 let done = matches!(event.kind, LifecycleKind::Exit(ExitReason::Returned))
                     && event.shard == ShardId::new(0);
                 let _ = events_tx.send(event);

@@ -54,9 +54,9 @@ impl Running {
             let mut serving = 0;
             while serving < shards {
                 match events.recv_timeout(Duration::from_secs(20)) {
-                    Ok(event) if event.kind == LifecycleKind::Listening => serving += 1,
-                    Ok(_) => {}
-                    Err(_) => break,
+                    Some(event) if event.kind == LifecycleKind::Listening => serving += 1,
+                    Some(_) => {}
+                    None => break,
                 }
             }
             let _ = listening.send(());

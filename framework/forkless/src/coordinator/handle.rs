@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::Event;
-use super::lifecycle::{LifecycleEvent, Subscribers};
+use super::lifecycle::{LifecycleEvents, Subscribers};
 use crate::bus::CoordinatorBus;
 use crate::bus::mesh::Registry;
 
@@ -49,13 +49,19 @@ impl Coordinator {
     /// `listening`, `disconnect`, `exit`), like Node's `cluster.on(...)`:
     /// first the latest 1,024 already recorded, then each as it happens.
     /// Each call makes a new subscriber.
-    pub fn events(&self) -> flume::Receiver<LifecycleEvent> {
+    pub fn events(&self) -> LifecycleEvents {
         self.subscribers.subscribe()
     }
 
-    /// How many shards run.
-    pub fn shards(&self) -> usize {
+    /// How many shards run (as [`Shard::count`](crate::Shard::count)).
+    pub fn count(&self) -> usize {
         self.registry.shards()
+    }
+
+    /// How many shards run.
+    #[deprecated(note = "renamed to `Coordinator::count`, as on `Shard`")]
+    pub fn shards(&self) -> usize {
+        self.count()
     }
 
     /// The coordinator's end of the bus for one-way messages `M`.

@@ -63,6 +63,61 @@ impl fmt::Display for LifecycleKind {
     }
 }
 
+/// A subscription to every shard's lifecycle events, from
+/// [`Coordinator::events`](crate::Coordinator::events): first the latest
+/// 1,024 already recorded, then each as it happens.
+///
+/// Unbounded: a subscriber that never reads keeps what it was sent. Works
+/// from any thread; the blocking methods block the calling thread only.
+///
+/// ```no_run
+/// # fn example(coordinator: forkless::Coordinator) {
+/// use std::time::Duration;
+///
+/// let events = coordinator.events();
+/// while let Some(event) = events.recv_timeout(Duration::from_secs(1)) {
+///     println!("shard {} incarnation {}: {}", event.shard, event.incarnation, event.kind);
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct LifecycleEvents {
+    receiver: flume::Receiver<LifecycleEvent>,
+}
+
+impl LifecycleEvents {
+    /// The next event; blocks until there is one, `None` once the runtime
+    /// is gone.
+    pub fn recv(&self) -> Option<LifecycleEvent> {
+        self.receiver.recv().ok()
+    }
+
+    /// The next event, waiting at most `timeout`: `None` when none came in
+    /// time (or the runtime is gone).
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Option<LifecycleEvent> {
+        self.receiver.recv_timeout(timeout).ok()
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&self) -> Option<LifecycleEvent> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// Like [`recv`](Self::recv), for async code.
+    pub async fn recv_async(&self) -> Option<LifecycleEvent> {
+        self.receiver.recv_async().await.ok()
+    }
+}
+
+impl Iterator for LifecycleEvents {
+    type Item = LifecycleEvent;
+
+    /// Blocks for the next event, as [`recv`](LifecycleEvents::recv).
+    fn next(&mut self) -> Option<LifecycleEvent> {
+        self.recv()
+    }
+}
+
 /// Events kept for late subscribers.
 const HISTORY: usize = 1024;
 
@@ -81,14 +136,14 @@ struct State {
 
 impl Subscribers {
     /// A stream that starts with the recorded history, then follows.
-    pub(crate) fn subscribe(&self) -> flume::Receiver<LifecycleEvent> {
+    pub(crate) fn subscribe(&self) -> LifecycleEvents {
         let (sender, receiver) = flume::unbounded();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         for event in &state.history {
             let _ = sender.send(event.clone());
         }
         state.senders.push(sender);
-        receiver
+        LifecycleEvents { receiver }
     }
 
     /// Logs `event` and hands it to every live subscriber.

@@ -49,7 +49,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use handle::Coordinator;
-pub use lifecycle::{ExitReason, LifecycleEvent, LifecycleKind};
+pub use lifecycle::{ExitReason, LifecycleEvent, LifecycleEvents, LifecycleKind};
 
 use crate::bus::mesh::{FIRST_INCARNATION, Registry};
 use crate::error::ErrorKind;

@@ -57,7 +57,24 @@ pub enum BodyError {
     TimedOut,
     /// The body is not valid HTTP/1.1 framing (a broken chunked encoding),
     /// or the connection ended before the body did.
-    Malformed(hyper::Error),
+    Malformed(MalformedBody),
+}
+
+/// Why a body could not be read: what the HTTP layer reported (its
+/// `Display` says it; [`source`](StdError::source) goes deeper).
+#[derive(Debug)]
+pub struct MalformedBody(hyper::Error);
+
+impl fmt::Display for MalformedBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl StdError for MalformedBody {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
+    }
 }
 
 impl fmt::Display for BodyError {
@@ -108,7 +125,7 @@ impl BodyError {
             }
             source = cause.source();
         }
-        BodyError::Malformed(error)
+        BodyError::Malformed(MalformedBody(error))
     }
 }
 

@@ -72,7 +72,7 @@ pub(crate) mod tower;
 pub mod upgrade;
 
 pub use body::{Body, BoxError};
-pub use body_read::{BodyError, read_body, read_body_default};
+pub use body_read::{BodyError, MalformedBody, read_body, read_body_default};
 pub use context::ShardContext;
 pub use handler::Handler;
 pub use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};

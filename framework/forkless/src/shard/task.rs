@@ -32,8 +32,11 @@ impl<T> Future for JoinHandle<T> {
 
 /// Spawns a task on the current shard; it may be `!Send`.
 ///
-/// A panic in a spawned task takes its whole shard down (and the
-/// coordinator stops the process); catch what a task may panic on.
+/// A panic in a spawned task takes its whole shard incarnation down: the
+/// coordinator restarts the shard after a backoff (and gives up, ending the
+/// process non-zero, after too many deaths; see
+/// [`RestartPolicy`](crate::RestartPolicy)). Catch what a task may panic on
+/// (`futures::FutureExt::catch_unwind`).
 ///
 /// # Panics
 ///
