@@ -313,11 +313,15 @@ fn the_admin_endpoint_answers_while_every_shard_is_blocked() {
             let response = read_response(stream).expect("the blocked request finishes");
             assert_eq!(response.body, "blocked\n");
         }
-        let metrics = scrape(admin);
-        for id in 0..shards {
-            let label = [("shard", &*id.to_string())];
-            assert!(value(&metrics, "forkless_shard_stalls_total", &label) >= 1.0);
-        }
+        // The stall is counted when the long poll returns, which may be just
+        // after the response left.
+        wait_for("every shard to count its stall", Duration::from_secs(2), || {
+            let metrics = scrape(admin);
+            (0..shards).all(|id| {
+                let label = [("shard", &*id.to_string())];
+                value(&metrics, "forkless_shard_stalls_total", &label) >= 1.0
+            })
+        });
     }
 }
 
@@ -356,4 +360,74 @@ fn bus_metrics_count_the_requests_the_kv_app_forwards() {
             assert_eq!(value(&metrics, "forkless_bus_queue_depth", &label), 0.0);
         }
     }
+}
+
+/// Raises this process's descriptor limit (and so its children's) to the
+/// hard limit; the limit it then has.
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit to fill and then read.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+#[test]
+fn probes_get_through_a_thousand_silent_admin_connections() {
+    const SILENT: usize = 1_000;
+    if raise_fd_limit() < 2 * SILENT as u64 + 256 {
+        eprintln!("skipped: the descriptor limit is below {}", 2 * SILENT + 256);
+        return;
+    }
+    let (server, admin) = start(Path::new(SUPERVISED), 2, &[]);
+    wait_for("/livez 200", Duration::from_secs(5), || {
+        get_at(admin, "/livez").status == 200
+    });
+    // Connections that never send a byte, as a slowloris would hold them.
+    let silent: Vec<_> = (0..SILENT)
+        .map(|_| std::net::TcpStream::connect(admin).expect("connect to the admin port"))
+        .collect();
+    // A second batch that sends half a head and stops.
+    let mut slow: Vec<_> = (0..50)
+        .map(|_| std::net::TcpStream::connect(admin).expect("connect to the admin port"))
+        .collect();
+    for stream in &mut slow {
+        send(stream, b"GET /livez HTTP/1.1\r\nHo");
+    }
+    for _ in 0..20 {
+        let asked = Instant::now();
+        let response = get_at(admin, "/livez");
+        assert_eq!(response.status, 200, "{}", response.body);
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "/livez took {:?} beside {SILENT} silent connections",
+            asked.elapsed()
+        );
+    }
+    assert_eq!(get_at(admin, "/readyz").status, 200);
+    drop(silent);
+    drop(slow);
+    drop(server);
+}
+
+#[test]
+fn admin_answers_carry_their_reason_phrase() {
+    let (server, admin) = start(Path::new(SUPERVISED), 1, &[]);
+    wait_for("/readyz 200", Duration::from_secs(5), || {
+        get_at(admin, "/readyz").status == 200
+    });
+    let mut stream = std::net::TcpStream::connect(admin).expect("connect");
+    send(&mut stream, b"POST /reload HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut status_line).expect("status line");
+    assert_eq!(status_line, "HTTP/1.1 202 Accepted\r\n");
+    drop(server);
 }
