@@ -356,3 +356,59 @@ fn shutdown_says_going_away() {
         .expect("exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_ping_flood_costs_bounded_memory() {
+    const PINGS: usize = 400_000;
+    let server = chat(2);
+    // The flooder never reads, so every pong it is owed stays with the server.
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket
+        .connect_timeout(&server.addr.into(), IO_TIMEOUT)
+        .expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut flooder = join_over(stream, server.addr, "flood", "flooder");
+    let before = rss_kib(server.pid());
+    let payload = vec![b'p'; 120];
+    let mut sent = 0;
+    for _ in 0..PINGS {
+        if flooder
+            .ws
+            .write(Message::Ping(payload.clone().into()))
+            .is_err()
+        {
+            break;
+        }
+        // Flushed in batches, as a flooding client writes.
+        if sent % 64 == 0 && flooder.ws.flush().is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let grown = rss_kib(server.pid()).saturating_sub(before);
+    // Bounded per client: the write buffer cap plus the socket's buffers.
+    assert!(
+        grown < 16 * 1024,
+        "the server grew {grown} KiB after {sent} pings from a client that never reads"
+    );
+    // The room goes on for others.
+    let mut other = join(&server, "flood", "other");
+    let mut poster = BufReader::new(server.connect());
+    let (status, _) = post_on(&mut poster, "flood", b"still here");
+    assert_eq!(status, 202);
+    let got = messages(&mut other.ws, 1);
+    assert_eq!(got[0].2, "still here");
+}

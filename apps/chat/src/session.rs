@@ -7,7 +7,7 @@
 //! | why | close code |
 //! |---|---|
 //! | the client closed | (its own code, echoed) |
-//! | it fell [`CAPACITY`] messages behind | `1008` policy violation ("too slow") |
+//! | it fell [`CAPACITY`] messages behind, or owes more than [`MAX_WRITE_BUFFER`] bytes of pongs | `1008` policy violation ("too slow") |
 //! | it sent a binary frame | `1003` unsupported data |
 //! | it sent a message over [`MAX_MESSAGE`] bytes | `1009` message too big |
 //! | it sent text that is not UTF-8 | `1007` invalid payload |
@@ -15,6 +15,12 @@
 //! | the server shuts down | `1001` going away |
 //!
 //! Then it leaves the room (the others see a `leave`).
+//!
+//! Memory per client is bounded whatever it sends: its outbox ([`CAPACITY`]
+//! frames of at most [`MAX_MESSAGE`] bytes, shared with the room, so
+//! usually much less), tungstenite's write buffer ([`MAX_WRITE_BUFFER`],
+//! 49 KiB), its read buffer (one frame of at most [`MAX_MESSAGE`]) and the
+//! kernel's send buffer (128 KiB).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +54,13 @@ const SEND_BUFFER: usize = 64 * 1024;
 
 /// What tungstenite gathers before it writes to the socket.
 const WRITE_BUFFER: usize = 32 * 1024;
+
+/// The most tungstenite may hold for a client that does not take what it
+/// is sent (tungstenite's own default has no bound: a client that sends
+/// pings and never reads the pongs would grow it forever). One whole
+/// largest message fits beside the write buffer; past it the client is
+/// dropped as too slow.
+const MAX_WRITE_BUFFER: usize = WRITE_BUFFER + MAX_MESSAGE + 1024;
 
 /// Longest the server waits to send its close frame, and then for the
 /// client's answer.
@@ -101,7 +114,8 @@ pub(crate) async fn run(shard: Shard, hub: Rc<Hub>, room: RoomName, name: String
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
-        .write_buffer_size(WRITE_BUFFER);
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let (mut sender, mut receiver) = ws.split();
     let welcome = json!({
@@ -167,6 +181,8 @@ async fn read(receiver: &mut Receiver, hub: &Hub, room: &RoomName, name: &str) -
             Ok(Message::Binary(_)) => return End::Binary,
             // Pings are answered, and a close is echoed, by tungstenite.
             Ok(_) => {}
+            // Pongs it is owed pile up because it does not read.
+            Err(tungstenite::Error::WriteBufferFull(_)) => return End::TooSlow,
             Err(tungstenite::Error::Capacity(_)) => return End::TooBig,
             Err(tungstenite::Error::Utf8(_)) => return End::NotUtf8,
             Err(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
