@@ -315,13 +315,17 @@ fn the_admin_endpoint_answers_while_every_shard_is_blocked() {
         }
         // The stall is counted when the long poll returns, which may be just
         // after the response left.
-        wait_for("every shard to count its stall", Duration::from_secs(2), || {
-            let metrics = scrape(admin);
-            (0..shards).all(|id| {
-                let label = [("shard", &*id.to_string())];
-                value(&metrics, "forkless_shard_stalls_total", &label) >= 1.0
-            })
-        });
+        wait_for(
+            "every shard to count its stall",
+            Duration::from_secs(2),
+            || {
+                let metrics = scrape(admin);
+                (0..shards).all(|id| {
+                    let label = [("shard", &*id.to_string())];
+                    value(&metrics, "forkless_shard_stalls_total", &label) >= 1.0
+                })
+            },
+        );
     }
 }
 
@@ -383,7 +387,10 @@ fn raise_fd_limit() -> u64 {
 fn probes_get_through_a_thousand_silent_admin_connections() {
     const SILENT: usize = 1_000;
     if raise_fd_limit() < 2 * SILENT as u64 + 256 {
-        eprintln!("skipped: the descriptor limit is below {}", 2 * SILENT + 256);
+        eprintln!(
+            "skipped: the descriptor limit is below {}",
+            2 * SILENT + 256
+        );
         return;
     }
     let (server, admin) = start(Path::new(SUPERVISED), 2, &[]);

@@ -89,3 +89,53 @@ fn sigint_exits_zero_too() {
     let status = server.wait_exit(Duration::from_secs(2)).expect("exited");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_second_copy_on_the_same_port_is_refused_unless_asked_to_share() {
+    let first = hello(2);
+    let port = first.addr.to_string();
+    let mut second = std::process::Command::new(app_binary("hello"))
+        .args(["--shards", "2", "--listen", &port])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run a second copy");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait for the second copy") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("the second copy started on a port the first one holds");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1), "the second copy must not start");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(
+        &mut second.stderr.take().expect("piped stderr"),
+        &mut stderr,
+    )
+    .expect("read stderr");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(lines[0].contains("address is in use"), "unclear: {stderr}");
+    assert!(
+        lines[0].contains("--share-port"),
+        "no way out given: {stderr}"
+    );
+    // The first one never saw the attempt.
+    for _ in 0..20 {
+        assert_eq!(first.get("/").status, 200);
+    }
+
+    // Asked to share, it starts and takes connections on the same port.
+    let mut command = std::process::Command::new(app_binary("hello"));
+    command.args(["--shards", "1", "--listen", &port, "--share-port"]);
+    let second = Server::start_command(command);
+    assert_eq!(second.addr, first.addr);
+    assert_eq!(second.get("/").status, 200);
+}

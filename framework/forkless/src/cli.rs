@@ -93,6 +93,12 @@ struct Cli {
     #[arg(long)]
     no_pin: bool,
 
+    /// Listen on a port another process already listens on (with
+    /// SO_REUSEPORT), sharing its connections; without it, that is refused
+    /// with "address in use". Inherited sockets are never checked.
+    #[arg(long)]
+    share_port: bool,
+
     /// Serve /livez, /readyz, /metrics and /status on this address (off the
     /// shards); port 0 picks one. Off by default.
     #[arg(long, value_name = "IP:PORT")]
@@ -178,6 +184,7 @@ impl Cli {
             .max_connections(self.max_connections as usize)
             .shutdown_timeout(self.shutdown_timeout)
             .pin(!self.no_pin)
+            .share_port(self.share_port)
             .admin(self.admin)
             .upgrade_binary(self.upgrade_binary)
             .upgrade_timeout(self.upgrade_timeout)

@@ -92,6 +92,7 @@ pub struct Config {
     pub(crate) shards: Shards,
     pub(crate) listen: Vec<SocketAddr>,
     pub(crate) pin: bool,
+    pub(crate) share_port: bool,
     pub(crate) io_memory: usize,
     /// Every HTTP limit of a connection, as the shards apply them.
     pub(crate) http: Limits,
@@ -120,6 +121,7 @@ impl Default for Config {
             shards: Shards::Max,
             listen: vec![DEFAULT_LISTEN],
             pin: true,
+            share_port: false,
             io_memory: DEFAULT_IO_MEMORY,
             http: Limits::default(),
             shutdown_timeout: Duration::from_secs(30),
@@ -152,6 +154,17 @@ impl Config {
     /// Pins each shard to its own CPU (the default) or lets the OS place them.
     pub fn pin(mut self, pin: bool) -> Self {
         self.pin = pin;
+        self
+    }
+
+    /// Lets the listen addresses be shared with another process that
+    /// already listens on them with SO_REUSEPORT (the kernel then spreads
+    /// connections over both). Off by default: binding a port another live
+    /// process holds fails with "address in use", so a second copy started
+    /// by mistake does not take a share of the traffic. Inherited sockets
+    /// (socket activation, a binary upgrade) are never checked.
+    pub fn share_port(mut self, share: bool) -> Self {
+        self.share_port = share;
         self
     }
 

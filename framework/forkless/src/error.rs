@@ -67,7 +67,7 @@ impl fmt::Display for Error {
             ErrorKind::Bind { addr, source } if source.kind() == io::ErrorKind::AddrInUse => {
                 write!(
                     f,
-                    "cannot listen on {addr}: the address is in use by a process without SO_REUSEPORT; stop it or choose another --listen"
+                    "cannot listen on {addr}: the address is in use by another process; stop it, choose another --listen, or pass --share-port to share it on purpose"
                 )
             }
             ErrorKind::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),

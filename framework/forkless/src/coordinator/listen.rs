@@ -39,14 +39,23 @@ pub(super) struct Sockets {
     pub(super) admin: Option<TcpListener>,
 }
 
-/// Binds one socket per shard on every address.
-pub(super) fn bind(addrs: &[SocketAddr], shards: usize) -> Result<Sockets, Error> {
+/// Binds one socket per shard on every address; an address another
+/// process already listens on is refused unless `share` says otherwise.
+pub(super) fn bind(addrs: &[SocketAddr], shards: usize, share: bool) -> Result<Sockets, Error> {
     let mut sockets = Sockets {
         shards: (0..shards).map(|_| Vec::new()).collect(),
         addrs: Vec::with_capacity(addrs.len()),
         admin: None,
     };
     for &addr in addrs {
+        if !share && addr.port() != 0 {
+            let taken = shard::listener::is_taken(addr)
+                .map_err(|source| Error::new(ErrorKind::Bind { addr, source }))?;
+            if taken {
+                let source = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+                return Err(Error::new(ErrorKind::Bind { addr, source }));
+            }
+        }
         let first = bind_one(addr)?;
         let resolved = first
             .local_addr()
@@ -144,7 +153,7 @@ mod tests {
     #[test]
     fn every_shard_gets_a_socket_per_address_on_one_resolved_port() {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-        let sockets = bind(&[any, any], 3).expect("bind");
+        let sockets = bind(&[any, any], 3, false).expect("bind");
         assert_eq!(sockets.addrs.len(), 2);
         assert_ne!(sockets.addrs[0].port(), 0);
         for owned in &sockets.shards {
@@ -159,7 +168,7 @@ mod tests {
     #[test]
     fn inherited_sockets_are_dealt_out_and_missing_ones_bound() {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-        let old = bind(&[any], 3).expect("bind");
+        let old = bind(&[any], 3, false).expect("bind");
         let port = old.addrs[0];
         let handed: Vec<Inherited> = old.shards.into_iter().flatten().map(inherited).collect();
 

@@ -166,7 +166,7 @@ pub(crate) fn run(
     let inherited =
         systemd::listen_fds().map_err(|e| Error::io("cannot use the inherited listeners", e))?;
     let mut sockets = if inherited.is_empty() {
-        listen::bind(&config.listen, count)?
+        listen::bind(&config.listen, count, config.share_port)?
     } else {
         tracing::info!(
             sockets = inherited.len(),

@@ -29,6 +29,26 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// Whether another socket already listens on `addr` (a probe bind without
+/// SO_REUSEPORT fails with "address in use"; SO_REUSEADDR keeps
+/// connections in TIME_WAIT from counting).
+pub(crate) fn is_taken(addr: SocketAddr) -> io::Result<bool> {
+    let probe = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    probe.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +61,15 @@ mod tests {
         assert_ne!(addr.port(), 0);
         let second = bind(addr).expect("a second SO_REUSEPORT socket on the same port");
         assert_eq!(second.local_addr().expect("local address"), addr);
+    }
+
+    #[test]
+    fn a_port_someone_listens_on_is_taken() {
+        let first =
+            bind("127.0.0.1:0".parse().expect("literal address")).expect("bind an ephemeral port");
+        let addr = first.local_addr().expect("local address");
+        assert!(is_taken(addr).expect("probe"));
+        drop(first);
+        assert!(!is_taken(addr).expect("probe"));
     }
 }
