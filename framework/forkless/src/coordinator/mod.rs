@@ -7,6 +7,14 @@
 //! channel in: signals, shard starts, listeners and exits are handled in the
 //! order they arrive.
 //!
+//! Contract: every decision below is made by a deterministic state machine
+//! (`machine/`: inputs with `now` in, actions out, no threads, sockets or
+//! clocks), tested at simulated time; the shell (`shell.rs`) only feeds it
+//! events and carries out its actions, and is the one place the admin
+//! board, bus liveness, hand-off table and lifecycle subscribers change.
+//! The loop blocks only waiting for the next event or the machine's next
+//! timeout.
+//!
 //! A shard whose thread dies (a panic outside the request guard, a failing
 //! shard function) is restarted on its CPU after a backoff, with the same
 //! [`ShardId`]; its bus queues reopen for the new incarnation and it accepts
