@@ -8,6 +8,7 @@ use clap::{Arg, Args, Command, FromArgMatches};
 use crate::Config;
 #[cfg(test)]
 use crate::Error;
+use crate::config::RestartPolicy;
 use crate::config::{LogFormat, Shards, parse_duration, parse_size, parse_timeout};
 use crate::top::TopArgs;
 
@@ -99,6 +100,16 @@ struct Cli {
     #[arg(long)]
     share_port: bool,
 
+    /// Deaths of one shard allowed within --restart-window before the
+    /// process gives up (a crash loop: exit 1, so systemd or Kubernetes
+    /// restart it whole).
+    #[arg(long, value_name = "N", default_value = "5")]
+    max_restarts: u32,
+
+    /// The crash-loop window (see --max-restarts).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    restart_window: Duration,
+
     /// Serve /livez, /readyz, /metrics and /status on this address (off the
     /// shards); port 0 picks one. Off by default.
     #[arg(long, value_name = "IP:PORT")]
@@ -185,6 +196,11 @@ impl Cli {
             .shutdown_timeout(self.shutdown_timeout)
             .pin(!self.no_pin)
             .share_port(self.share_port)
+            .restart_policy(RestartPolicy {
+                max_restarts: self.max_restarts,
+                window: self.restart_window,
+                ..RestartPolicy::default()
+            })
             .admin(self.admin)
             .upgrade_binary(self.upgrade_binary)
             .upgrade_timeout(self.upgrade_timeout)

@@ -87,8 +87,35 @@ struct Ctx<H> {
     handoff: Bus<Handoff>,
 }
 
-/// A connection one shard accepted and hands to another (`balance.rs`).
-struct Handoff(std::net::TcpStream);
+/// A connection one shard accepted and hands to another (`balance.rs`). It
+/// counts as incoming for its target until it is taken or dropped, so one
+/// lost with a crashed incarnation's queue does not count for ever.
+struct Handoff {
+    stream: Option<std::net::TcpStream>,
+    balance: Arc<Balance>,
+    to: ShardId,
+}
+
+impl Handoff {
+    fn new(stream: std::net::TcpStream, balance: &Arc<Balance>, to: ShardId) -> Self {
+        balance.handed(to);
+        Self {
+            stream: Some(stream),
+            balance: balance.clone(),
+            to,
+        }
+    }
+
+    fn take(mut self) -> Option<std::net::TcpStream> {
+        self.stream.take()
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        self.balance.taken(self.to);
+    }
+}
 
 /// Serves `handler` on `listeners` (and on connections the coordinator
 /// hands over through `adopted`) until the shard stops, then waits for open
@@ -190,19 +217,18 @@ async fn accept_loop<H: Handler>(listener: Acceptor, ctx: Rc<Ctx<H>>) {
 fn place<H: Handler>(stream: std::net::TcpStream, ctx: &Rc<Ctx<H>>) {
     let balance = &ctx.balance;
     let stream = match balance.pick(ctx.me) {
-        Some(target) => {
-            balance.handed(target);
-            match ctx.handoff.try_send(target, Handoff(stream)) {
-                Ok(()) => return,
-                Err(refused) => {
-                    balance.taken(target);
-                    refused.into_inner().0
-                }
-            }
-        }
-        None => stream,
+        Some(target) => match ctx
+            .handoff
+            .try_send(target, Handoff::new(stream, balance, target))
+        {
+            Ok(()) => return,
+            Err(refused) => refused.into_inner().take(),
+        },
+        None => Some(stream),
     };
-    admit(stream, ctx);
+    if let Some(stream) = stream {
+        admit(stream, ctx);
+    }
 }
 
 /// Serves what other shards hand over until the shard stops; then serves
@@ -210,12 +236,14 @@ fn place<H: Handler>(stream: std::net::TcpStream, ctx: &Rc<Ctx<H>>) {
 async fn take_handoffs<H: Handler>(ctx: Rc<Ctx<H>>) {
     let mut stop = pin!(ctx.stopping.wait());
     while let Either::Left((envelope, _)) = select(pin!(ctx.handoff.recv()), stop.as_mut()).await {
-        ctx.balance.taken(ctx.me);
-        admit(envelope.msg.0, &ctx);
+        if let Some(stream) = envelope.msg.take() {
+            admit(stream, &ctx);
+        }
     }
     while let Some(envelope) = ctx.handoff.try_recv() {
-        ctx.balance.taken(ctx.me);
-        admit(envelope.msg.0, &ctx);
+        if let Some(stream) = envelope.msg.take() {
+            admit(stream, &ctx);
+        }
     }
 }
 

@@ -6,21 +6,30 @@
 //! thread reports [`Report::Online`] before the body starts and
 //! [`Report::Exited`] as its very last act, after `on_exit` ran. `on_exit`
 //! runs however the thread ends (the body returned, failed, panicked, or the
-//! executor could not start), so per-incarnation tables are closed even when
-//! the body's tasks are leaked by a panic.
+//! executor could not start), and as soon as a task panics: a panic that
+//! escapes a task is contained (`crash.rs`), the body is dropped, and every
+//! task still alive is dropped before the executor ends, so nothing the
+//! incarnation held outlives it.
 
 use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use futures::future::{Either, select};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::ShardCounters;
 use super::control::{Exit, Report, Reporter};
-use super::{ShardId, stall, timer};
+use super::task::{Contained, drop_every_task};
+use super::{ShardId, crash, stall, timer};
+
+/// Turns of the executor (1 ms each) a teardown waits for every task to
+/// drop its future.
+const TEARDOWN_TURNS: usize = 100;
 
 /// glommio submission queue depth per ring; 3 rings a shard.
 const RING_DEPTH: usize = 128;
@@ -56,13 +65,26 @@ where
             let span = tracing::info_span!("shard", id = id.get());
             let _entered = span.enter();
             let reporter = spec.reporter.clone();
-            let exit = run(spec, body);
-            on_exit();
+            let on_exit = OnExit(std::cell::Cell::new(Some(Box::new(on_exit))));
+            let exit = run(spec, body, &on_exit);
+            on_exit.run();
             reporter.report(Report::Exited(exit));
         })
 }
 
-fn run<B, Fut>(spec: ThreadSpec, body: B) -> Exit
+/// `on_exit`, run once: as soon as the incarnation crashes (so no new work
+/// is handed to it while its connections close), or when its thread ends.
+struct OnExit(std::cell::Cell<Option<Box<dyn FnOnce()>>>);
+
+impl OnExit {
+    fn run(&self) {
+        if let Some(on_exit) = self.0.take() {
+            on_exit();
+        }
+    }
+}
+
+fn run<B, Fut>(spec: ThreadSpec, body: B, on_exit: &OnExit) -> Exit
 where
     B: FnOnce() -> Fut,
     Fut: Future<Output = Result<(), String>> + 'static,
@@ -94,15 +116,39 @@ where
         executor.run(stall::Watched::new(async move {
             stall::start(counters, stall_threshold);
             timer::start();
+            let crashed = crash::arm();
             reporter.report(Report::Online);
-            let result = body().await;
+            let body = Contained::new(body());
+            // The latch first: once it is set, the body is not polled again
+            // (it would accept connections the teardown then drops).
+            let ended = match select(pin!(crashed.wait()), pin!(body)).await {
+                Either::Right((Some(Ok(())), _)) => Ok(Exit::Returned),
+                Either::Right((Some(Err(message)), _)) => Ok(Exit::Failed(message)),
+                // The body is dropped here: it accepts no more (what waits
+                // in the listen queue stays there for the next incarnation).
+                Either::Right((None, _)) | Either::Left(_) => Err(()),
+            };
+            let exit = ended.unwrap_or_else(|()| {
+                Exit::Panicked(crash::take_why().unwrap_or_else(|| "a task panicked".into()))
+            });
+            if matches!(exit, Exit::Panicked(_)) {
+                // Closed to senders and hand-offs at once, before it drains.
+                on_exit.run();
+                // The connections get a last turn to answer and close (they
+                // watch the same latch).
+                glommio::timer::sleep(crash::CRASH_GRACE).await;
+            }
+            // Whatever the incarnation still runs (its connections, the
+            // app's detached tasks) ends here, with what it holds.
+            drop_every_task(TEARDOWN_TURNS).await;
             timer::stop();
-            result
+            exit
         }))
     }));
+    // Dropping the executor drops every task it still holds.
+    drop(executor);
     match outcome {
-        Ok(Ok(())) => Exit::Returned,
-        Ok(Err(message)) => Exit::Failed(message),
+        Ok(exit) => exit,
         Err(payload) => Exit::Panicked(crate::panic::message(payload.as_ref())),
     }
 }

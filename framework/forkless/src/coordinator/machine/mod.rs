@@ -325,14 +325,42 @@ impl<O> Machine<O> {
                 self.actions.clear();
                 self.exit(Err(error));
             }
-            Cause::Restart => {
-                self.log(
-                    Level::ERROR,
-                    format!("cannot restart shard shard={id} error={error}"),
-                );
-                self.fail(error, now);
-            }
+            Cause::Restart => self.restart_failed(id, &error, now),
             Cause::Reload => self.reload_spawn_failed(id, &error),
+        }
+    }
+
+    /// A restart could not start its incarnation (out of descriptors,
+    /// memory, locked memory): it counts as a death and is tried again
+    /// after the backoff, while the other shards serve on; only the
+    /// crash-loop limit gives up.
+    fn restart_failed(&mut self, id: ShardId, error: &Error, now: Instant) {
+        if self.stopping() {
+            return;
+        }
+        let policy = self.settings.restart;
+        let Some(state) = self.shards.get_mut(id.get()) else {
+            return;
+        };
+        match state.deaths.record(&policy, now) {
+            Verdict::RestartAt(at) => {
+                state.restart_at = Some(at);
+                let backoff = at.saturating_duration_since(now);
+                self.log(
+                    Level::WARN,
+                    format!(
+                        "cannot restart shard: {error}; trying again shard={id} backoff={backoff:?}"
+                    ),
+                );
+            }
+            Verdict::GiveUp { deaths } => {
+                let message = format!(
+                    "crash loop: {deaths} deaths within {:?}, last: cannot restart: {error}",
+                    policy.window
+                );
+                self.log(Level::ERROR, format!("{message}; stopping shard={id}"));
+                self.fail(Error::shard(id, message), now);
+            }
         }
     }
 

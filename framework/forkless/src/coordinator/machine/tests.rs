@@ -485,3 +485,41 @@ fn a_first_spawn_that_fails_ends_the_start_up() {
     let failed = driver.take();
     assert!(matches!(failed[..], [Action::Exit(Err(_))]));
 }
+
+#[test]
+fn a_restart_that_cannot_start_is_tried_again_and_counts_towards_the_crash_loop() {
+    for shards in COUNTS {
+        let mut driver = Driver::serving(shards);
+        driver.panic(0, 1);
+        driver.take();
+        // Out of descriptors: the spawn of incarnation 2 fails, twice.
+        for attempt in 0..2u64 {
+            assert_eq!(driver.tick(), Some(ms(10 << attempt)));
+            assert_eq!(spawns(&driver.take()), [(0, 2)]);
+            driver.feed(Input::SpawnFailed {
+                shard: id(0),
+                incarnation: 2,
+                error: crate::Error::io(
+                    "cannot duplicate a listening socket",
+                    std::io::Error::from_raw_os_error(libc::EMFILE),
+                ),
+            });
+            let failed = driver.take();
+            assert!(logged(&failed, "cannot restart shard"), "{failed:?}");
+            assert!(exit_of(&failed).is_none(), "gave up too early: {failed:?}");
+            assert!(stops(&failed).is_empty(), "the other shards keep serving");
+        }
+        // Descriptors are back: it serves again.
+        assert_eq!(driver.tick(), Some(ms(40)));
+        assert_eq!(spawns(&driver.take()), [(0, 2)]);
+        driver.listen(0, 2);
+        let back = driver.take();
+        assert!(back.iter().any(|a| matches!(a, Action::StopStandIn(_))));
+        // The failed restarts were deaths too: one more is a crash loop
+        // (1 panic + 2 failed restarts + this one > 3 within the window).
+        driver.panic(0, 2);
+        let gave_up = driver.take();
+        assert!(logged(&gave_up, "crash loop: 4 deaths"), "{gave_up:?}");
+        assert!(gave_up.iter().any(|a| matches!(a, Action::BeginStop)));
+    }
+}
