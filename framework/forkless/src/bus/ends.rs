@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::mesh::Registry;
+use super::registry::Registry;
 use super::{Bus, LocalEnd};
 use crate::ShardId;
 use crate::shard::ShardCounters;

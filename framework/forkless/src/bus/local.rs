@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 use futures::future::{Either, select};
 
-use super::mesh::{Mesh, RingLoad, Wake};
+use super::mesh::Mesh;
+use super::ring::{RingLoad, Wake};
 use super::{Envelope, Origin, TrySendError};
 use crate::ShardId;
 use crate::shard::ShardCounters;
@@ -22,7 +23,7 @@ struct Outgoing<M, R> {
     /// Parked senders waiting for room in this ring.
     space: Arc<Wake>,
     /// Incarnation of the receiver this ring was made for.
-    generation: u64,
+    incarnation: u32,
     /// That incarnation's wake.
     inbox: Arc<Wake>,
     load: Arc<RingLoad>,
@@ -37,7 +38,7 @@ struct Incoming<M, R> {
 pub(crate) struct LocalEnd<M, R> {
     pub(crate) me: ShardId,
     /// This incarnation's number: the rings it takes are made for it.
-    generation: u64,
+    incarnation: u32,
     /// What this incarnation parks on when its inbox is empty.
     inbox: Arc<Wake>,
     pub(crate) mesh: Arc<Mesh<M, R>>,
@@ -59,14 +60,13 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
         counters: Arc<ShardCounters>,
     ) -> Self {
         let targets = mesh.slots.len();
-        let generation = u64::from(incarnation);
         let inbox = mesh
             .slots
             .get(me.get())
-            .map_or_else(|| Arc::new(Wake::default()), |slot| slot.inbox(generation));
+            .map_or_else(|| Arc::new(Wake::default()), |slot| slot.inbox(incarnation));
         Self {
             me,
-            generation,
+            incarnation,
             inbox,
             mesh,
             out: RefCell::new((0..targets).map(|_| None).collect()),
@@ -100,23 +100,23 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
         if !slot.is_open() {
             return Err(TrySendError::Closed(envelope));
         }
-        let generation = slot.generation();
+        let incarnation = slot.incarnation();
         let mut out = self.out.borrow_mut();
         let Some(entry) = out.get_mut(to.get()) else {
             return Err(TrySendError::Closed(envelope));
         };
         let outgoing = match entry {
-            Some(outgoing) if outgoing.generation == generation => outgoing,
+            Some(outgoing) if outgoing.incarnation == incarnation => outgoing,
             _ => {
                 let (producer, consumer) = rtrb::RingBuffer::new(self.mesh.capacity);
                 let space = Arc::new(Wake::default());
                 let load = Arc::new(RingLoad::default());
-                slot.adopt(generation, self.me, consumer, space.clone(), load.clone());
+                slot.adopt(incarnation, self.me, consumer, space.clone(), load.clone());
                 entry.insert(Outgoing {
                     producer,
                     space,
-                    generation,
-                    inbox: slot.inbox(generation),
+                    incarnation,
+                    inbox: slot.inbox(incarnation),
                     load,
                 })
             }
@@ -178,7 +178,7 @@ impl<M: Send + 'static, R: Send + 'static> LocalEnd<M, R> {
         let slot = self.mesh.slots.get(self.me.get())?;
         if slot.has_fresh() {
             let mut inbound = self.inbound.borrow_mut();
-            for (_from, consumer, space, load) in slot.take_fresh(self.generation) {
+            for (_from, consumer, space, load) in slot.take_fresh(self.incarnation) {
                 inbound.push(Incoming {
                     consumer,
                     space,

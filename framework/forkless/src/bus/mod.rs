@@ -62,8 +62,13 @@ mod coordinator_end;
 mod ends;
 mod error;
 mod local;
+#[cfg(all(test, loom))]
+mod loom_tests;
 pub(crate) mod mesh;
+mod registry;
+mod ring;
 mod send;
+mod sync;
 
 use std::fmt;
 use std::rc::Rc;
@@ -195,14 +200,27 @@ impl<M: Send + 'static, R: Send + 'static> Bus<M, R> {
         wait_reply(&self.end.mesh, to, receiver, self.end.spin).await
     }
 
-    /// The shard this handle belongs to.
-    pub fn shard(&self) -> ShardId {
+    /// The shard this handle belongs to (as [`Shard::id`](crate::Shard::id)).
+    pub fn id(&self) -> ShardId {
         self.end.me
     }
 
-    /// How many shards there are (valid targets are `0..shards()`).
-    pub fn shards(&self) -> usize {
+    /// How many shards there are (valid targets are `0..count()`, as
+    /// [`Shard::count`](crate::Shard::count)).
+    pub fn count(&self) -> usize {
         self.end.mesh.slots.len()
+    }
+
+    /// The shard this handle belongs to.
+    #[deprecated(note = "renamed to `Bus::id`")]
+    pub fn shard(&self) -> ShardId {
+        self.id()
+    }
+
+    /// How many shards there are.
+    #[deprecated(note = "renamed to `Bus::count`")]
+    pub fn shards(&self) -> usize {
+        self.count()
     }
 
     /// Sends without waiting: `Full(msg)` when the queue to `to` is full,
@@ -232,9 +250,9 @@ impl<M: Send + 'static, R: Send + 'static> Bus<M, R> {
     where
         M: Clone,
     {
-        let me = self.shard();
+        let me = self.id();
         let mut undelivered = Vec::new();
-        let targets: Vec<ShardId> = (0..self.shards())
+        let targets: Vec<ShardId> = (0..self.count())
             .map(ShardId::new)
             .filter(|&id| id != me)
             .collect();

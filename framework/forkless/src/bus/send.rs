@@ -40,16 +40,16 @@ use crate::ShardId;
 /// }
 /// ```
 pub struct SendBus<M, R = ()> {
-    shard: ShardId,
-    shards: usize,
+    id: ShardId,
+    count: usize,
     bus: SendWrapper<Bus<M, R>>,
 }
 
 impl<M: Send + 'static, R: Send + 'static> From<Bus<M, R>> for SendBus<M, R> {
     fn from(bus: Bus<M, R>) -> Self {
         Self {
-            shard: bus.shard(),
-            shards: bus.shards(),
+            id: bus.id(),
+            count: bus.count(),
             bus: SendWrapper::new(bus),
         }
     }
@@ -61,8 +61,8 @@ impl<M, R> Clone for SendBus<M, R> {
     /// On a thread other than its shard's.
     fn clone(&self) -> Self {
         Self {
-            shard: self.shard,
-            shards: self.shards,
+            id: self.id,
+            count: self.count,
             bus: self.bus.clone(),
         }
     }
@@ -71,21 +71,33 @@ impl<M, R> Clone for SendBus<M, R> {
 impl<M, R> fmt::Debug for SendBus<M, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SendBus")
-            .field("shard", &self.shard)
+            .field("shard", &self.id)
             .field("message", &std::any::type_name::<M>())
             .finish()
     }
 }
 
 impl<M: Send + 'static, R: Send + 'static> SendBus<M, R> {
-    /// The shard this handle belongs to.
-    pub fn shard(&self) -> ShardId {
-        self.shard
+    /// The shard this handle belongs to (as [`Bus::id`]).
+    pub fn id(&self) -> ShardId {
+        self.id
     }
 
-    /// How many shards there are (valid targets are `0..shards()`).
+    /// How many shards there are (valid targets are `0..count()`).
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The shard this handle belongs to.
+    #[deprecated(note = "renamed to `SendBus::id`")]
+    pub fn shard(&self) -> ShardId {
+        self.id
+    }
+
+    /// How many shards there are.
+    #[deprecated(note = "renamed to `SendBus::count`")]
     pub fn shards(&self) -> usize {
-        self.shards
+        self.count
     }
 
     /// [`Bus::try_send`].
