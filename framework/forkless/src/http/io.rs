@@ -58,7 +58,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 
 use super::Request;
 use super::accept::into_glommio;
-use super::fast;
+use super::fast_parse;
 use super::framing::{Gate, Rejection, STAND_IN, Step};
 use super::limits::{Limits, ReadClock, Verdict, Waiting};
 use super::requests::Requests;
@@ -184,7 +184,7 @@ impl Inner {
             let input = &self.recv[self.released..self.end];
             if self.fast
                 && self.gate.may_hold_head(input)
-                && let Some((request, n)) = fast::parse(input, self.gate.max_head())
+                && let Some((request, n)) = fast_parse::parse(input, self.gate.max_head())
             {
                 // Checked as the gate would pass it (`fast::parse`), and
                 // without a body the gate's state stays at the next head.

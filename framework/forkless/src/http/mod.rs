@@ -53,10 +53,14 @@
 //! (a WebSocket) to a task of the handler's, on the same shard.
 
 mod accept;
+mod admission;
 mod body;
 mod body_read;
+mod connection;
 pub(crate) mod context;
+mod drain;
 mod fast;
+mod fast_parse;
 mod framing;
 mod handler;
 mod incoming;
