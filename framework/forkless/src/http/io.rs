@@ -60,22 +60,13 @@ use super::Request;
 use super::accept::into_glommio;
 use super::fast_parse;
 use super::framing::{Gate, Rejection, STAND_IN, Step};
-use super::limits::{Limits, ReadClock, Verdict, Waiting};
+use super::limits::{Limits, Progress, ReadClock, Verdict, Waiting};
+use super::recv::RecvBuffer;
 use super::requests::Requests;
 use super::socket::Socket;
 use super::upgrade::Upgraded;
 use crate::shard::ShardCounters;
 use crate::shard::timer::ShardSleep;
-
-/// First receive buffer of a connection: a request head, or a burst of
-/// small pipelined ones. Most connections never need more, and an idle
-/// keep-alive connection holds it for as long as it stays open.
-const RECV_BUFFER: usize = 2 * 1024;
-
-/// What a receive buffer doubles up to while reads keep filling it
-/// (request bodies, long pipelined bursts); a head may need up to
-/// `--max-header-size` on top.
-const RECV_MAX: usize = 64 * 1024;
 
 /// Output buffer capacity an idle connection may keep.
 const OUT_KEEP: usize = 4 * 1024;
@@ -103,16 +94,10 @@ impl std::error::Error for BodyTimedOut {}
 
 struct Inner {
     stream: Socket,
-    /// `recv[start..released]`: passed the gate, not yet handed to hyper;
-    /// `recv[released..end]`: received, waiting for the rest of a head.
-    recv: Vec<u8>,
-    start: usize,
-    released: usize,
-    end: usize,
+    /// Received bytes, and which of them passed the gate (`recv.rs`).
+    recv: RecvBuffer,
     /// The peer closed its side, or the connection idled out.
     eof: bool,
-    /// The last read filled the buffer: double it before the next one.
-    grow: bool,
     gate: Gate,
     /// Heads go to the fast path (`fast.rs`) until one it does not take:
     /// from then on, to hyper.
@@ -176,12 +161,12 @@ impl Inner {
 
     /// Runs newly received bytes through the gate.
     fn admit(&mut self) {
-        while self.released < self.end {
+        while self.recv.has_unpassed() {
             if self.fast_request.is_some() {
                 // One fast request at a time: the rest waits its turn.
                 return;
             }
-            let input = &self.recv[self.released..self.end];
+            let input = self.recv.unpassed();
             if self.fast
                 && self.gate.may_hold_head(input)
                 && let Some((request, n)) = fast_parse::parse(input, self.gate.max_head())
@@ -189,8 +174,7 @@ impl Inner {
                 // Checked as the gate would pass it (`fast::parse`), and
                 // without a body the gate's state stays at the next head.
                 self.gate.head_taken();
-                self.released += n;
-                self.start = self.released;
+                self.recv.take(n);
                 self.requests.fast_head();
                 self.clock.on_head();
                 self.fast_request = Some(request);
@@ -200,16 +184,16 @@ impl Inner {
                 Step::Head(n) => {
                     // A whole head the fast path did not take: hyper's from here on.
                     self.fast = false;
-                    self.released += n;
+                    self.recv.pass(n);
                     self.requests.head_passed();
                     self.clock.on_head();
                 }
                 Step::Body(n) => {
-                    self.released += n;
+                    self.recv.pass(n);
                     self.clock.on_body_bytes(n);
                 }
                 Step::NeedMore => {
-                    self.clock.on_head_bytes();
+                    self.clock.on_head_bytes(Instant::now);
                     return;
                 }
                 Step::Paused => return,
@@ -221,7 +205,7 @@ impl Inner {
     /// Drops the refused head and everything after it; hyper gets the stand-in.
     fn refuse(&mut self, rejection: Rejection) {
         tracing::debug!(?rejection, "request refused before the handler");
-        self.end = self.released;
+        self.recv.drop_unpassed();
         self.gate.close();
         self.fast = false;
         self.stand_in = Some(0);
@@ -232,54 +216,23 @@ impl Inner {
     /// pipelined burst grew, so an idle keep-alive connection holds the
     /// first receive buffer only.
     fn shrink(&mut self) {
-        if self.recv.len() > RECV_BUFFER && self.start == self.end {
-            self.recv = vec![0; RECV_BUFFER];
-            (self.start, self.released, self.end) = (0, 0, 0);
-            self.grow = false;
-        }
+        self.recv.shrink();
         if self.out.capacity() > OUT_KEEP && self.buffered() == 0 {
             self.out = Vec::new();
             self.sent = 0;
         }
     }
 
-    /// Makes room at `recv[end..]` for the next read.
-    fn make_room(&mut self) {
-        if std::mem::take(&mut self.grow) && self.recv.len() < RECV_MAX {
-            let grown = (self.recv.len() * 2).min(RECV_MAX);
-            self.recv.resize(grown, 0);
-        }
-        if self.start == self.end {
-            (self.start, self.released, self.end) = (0, 0, 0);
-        } else if self.end == self.recv.len() {
-            if self.start > 0 {
-                self.recv.copy_within(self.start..self.end, 0);
-                self.released -= self.start;
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                // One partial head fills the buffer; the gate refuses it
-                // before it passes the limit, so this stays bounded.
-                let cap = self.limits.max_header_size.saturating_add(RECV_BUFFER);
-                let grown = (self.recv.len() * 2).min(cap).max(self.recv.len() + 1);
-                self.recv.resize(grown, 0);
-            }
-        }
-    }
-
-    /// What a blocked read is waiting for.
+    /// What a blocked read is waiting for (`limits.rs`).
     fn waiting(&self) -> Waiting {
-        if self.gate.in_body() {
-            Waiting::Body
-        } else if !self.gate.at_head() || self.requests.open() > 0 {
-            Waiting::Handler
-        } else if self.released < self.end {
-            Waiting::Head
-        } else {
-            Waiting::Idle {
-                served_before: self.requests.answered_any(),
-            }
+        Progress {
+            in_body: self.gate.in_body(),
+            at_head: self.gate.at_head(),
+            open_requests: self.requests.open(),
+            partial_head: self.recv.has_unpassed(),
+            served_before: self.requests.answered_any(),
         }
+        .waiting()
     }
 
     fn poll_read_into(
@@ -289,12 +242,13 @@ impl Inner {
     ) -> Poll<io::Result<()>> {
         self.read_deadline = None;
         self.read_blocked = false;
-        self.clock.on_retry();
+        self.clock.on_retry(Instant::now);
         loop {
-            if self.start < self.released {
-                let n = (self.released - self.start).min(buf.remaining());
-                buf.put_slice(&self.recv[self.start..self.start + n]);
-                self.start += n;
+            let passed = self.recv.passed();
+            if !passed.is_empty() {
+                let n = passed.len().min(buf.remaining());
+                buf.put_slice(&passed[..n]);
+                self.recv.hand_on(n);
                 return Poll::Ready(Ok(()));
             }
             if let Some(at) = self.stand_in.filter(|&at| at < STAND_IN.len()) {
@@ -325,9 +279,9 @@ impl Inner {
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Next>> {
         self.read_deadline = None;
         self.read_blocked = false;
-        self.clock.on_retry();
+        self.clock.on_retry(Instant::now);
         loop {
-            if self.fast && self.fast_request.is_none() && self.released < self.end {
+            if self.fast && self.fast_request.is_none() && self.recv.has_unpassed() {
                 // Pipelined heads held back behind the last fast request.
                 self.admit();
             }
@@ -349,13 +303,11 @@ impl Inner {
     /// end of the stream, a timeout acted on); pending while the read blocks
     /// within its deadline.
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.make_room();
-        let end = self.end;
-        match self.stream.poll_read(cx, &mut self.recv[end..]) {
+        let spare = self.recv.spare(self.limits.max_header_size);
+        match self.stream.poll_read(cx, spare) {
             Poll::Ready(Ok(0)) => self.eof = true,
             Poll::Ready(Ok(n)) => {
-                self.grow = end + n == self.recv.len();
-                self.end += n;
+                self.recv.received(n);
                 self.counters.received(n);
                 self.admit();
             }
@@ -424,7 +376,7 @@ impl Inner {
     /// Reads and discards until the peer closes, for a lingering close.
     fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while !self.eof && self.discarded < LINGER_BYTES {
-            match self.stream.poll_read(cx, &mut self.recv[..]) {
+            match self.stream.poll_read(cx, self.recv.scratch()) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.eof = true,
                 Poll::Ready(Ok(n)) => {
                     self.discarded += n;
@@ -471,12 +423,8 @@ pub(crate) fn split(
 ) -> (Io, Conn) {
     let inner = Rc::new(RefCell::new(Inner {
         stream,
-        recv: vec![0; RECV_BUFFER],
-        start: 0,
-        released: 0,
-        end: 0,
+        recv: RecvBuffer::default(),
         eof: false,
-        grow: false,
         gate: Gate::new(limits.max_header_size),
         fast: true,
         fast_request: None,
@@ -561,7 +509,7 @@ impl Conn {
     pub(crate) fn into_upgraded(self, io: Io, read_buf: Bytes) -> Option<Upgraded> {
         drop(io);
         let inner = Rc::try_unwrap(self.inner).ok()?.into_inner();
-        let held = &inner.recv[inner.start..inner.end];
+        let held = inner.recv.held();
         let unread = if read_buf.is_empty() {
             Bytes::copy_from_slice(held)
         } else {

@@ -66,6 +66,7 @@ mod handler;
 mod incoming;
 mod io;
 pub(crate) mod limits;
+mod recv;
 mod requests;
 mod response;
 mod server;
