@@ -40,7 +40,8 @@ use hyper::server::conn::http1;
 use super::Handler;
 use super::drain::{Drain, Phase};
 use super::fast::{self, FastEnd};
-use super::io::{self, Conn, Ended, Io};
+use super::flush::{self, Ended};
+use super::io::{self, Conn, Io};
 use super::limits::Limits;
 use super::requests::Requests;
 use super::service::{App, ShardService};
@@ -116,7 +117,7 @@ async fn serve_http1<H: Handler>(
         shared.counters.clone(),
     );
     let fast = fast::serve(&conn, &shared.app, requests, drain);
-    let fast = AssertUnwindSafe(conn.drive(Box::pin(fast)))
+    let fast = AssertUnwindSafe(flush::drive(&conn, Box::pin(fast)))
         .catch_unwind()
         .await;
     match fast {
@@ -141,9 +142,12 @@ async fn serve_hyper<H: Handler>(
 ) -> Option<(Conn, bool)> {
     let service = ShardService::new(shared.app.clone(), requests.clone());
     let mut hyper_conn = shared.builder.serve_connection(io, service);
-    let served = AssertUnwindSafe(conn.drive(Box::pin(drive_hyper(&mut hyper_conn, drain))))
-        .catch_unwind()
-        .await;
+    let served = AssertUnwindSafe(flush::drive(
+        &conn,
+        Box::pin(drive_hyper(&mut hyper_conn, drain)),
+    ))
+    .catch_unwind()
+    .await;
     if let Ok(Ended::Done(Ok(()))) = served
         && let Some(task) = requests.take_upgrade()
     {

@@ -1,51 +1,50 @@
 //! A connection's I/O over its [`Socket`] (non-blocking syscalls, readiness
-//! from the shard's epoll instance: `socket.rs`): reads pass the framing
-//! gate, writes are batched per wake-up of the connection task, and the
-//! connection's timeouts are enforced here; hyper's I/O traits on top.
+//! from the shard's epoll instance: `socket.rs`), shared by the protocols
+//! above it: the fast path reads whole heads from it ([`Conn::poll_head`]),
+//! hyper reads and writes through [`Io`] (hyper's I/O traits).
 //!
-//! A connection starts on the fast path (`fast.rs`): heads are offered to
-//! [`fast::parse`] before the gate, and a request it takes is
-//! handed to the fast path ([`Conn::poll_head`]) instead of released to
-//! hyper; its bytes never reach hyper. The first head it does not take
-//! switches the connection to hyper for good, from that head on, and
-//! everything below applies to hyper's reads.
+//! Contract:
 //!
-//! Reads land in a receive buffer owned by the connection (zeroed once, when
-//! the connection opens). The [`Gate`] then
-//! decides which bytes hyper may see: whole request heads that passed the
-//! strict framing checks, and the bodies behind them. A partial head stays
-//! in the buffer (which grows up to the head size limit) until it is whole;
-//! a refused head is replaced by the gate's stand-in (see `framing.rs`). The
-//! passed bytes are copied into hyper's uninitialised read buffer with
-//! `put_slice`. No zero-filling per read and no `unsafe`.
+//! - **Reads pass the framing gate.** Reads land in the connection's
+//!   receive buffer (`recv.rs`). While the connection is on the fast path,
+//!   each head is first offered to the fast path's parser (`fast_parse.rs`);
+//!   a head it takes goes to the fast path, and its bytes never reach hyper.
+//!   The first head it does not take switches the connection to hyper for
+//!   good, and from then on the [`Gate`] decides which bytes hyper may see:
+//!   whole request heads that passed the strict framing checks, and the
+//!   bodies behind them. A partial head waits in the buffer until it is
+//!   whole; a refused head is replaced by the gate's stand-in (see
+//!   `framing.rs`). Passed bytes are copied into hyper's uninitialised read
+//!   buffer with `put_slice`: no zero-filling per read and no `unsafe`.
+//! - **Writes are batched.** What the protocols write is buffered
+//!   (`send.rs`) and sent when the connection task is about to wait
+//!   (`flush.rs`, through [`Conn::after_poll`]), when the buffer passes its
+//!   high-water mark, and before the write side is shut down. hyper's own
+//!   `pipeline_flush` (which can drop a `400` answering a malformed
+//!   request: the bytes stay in its buffer when the connection closes) is
+//!   not needed.
+//! - **The connection owns its deadlines** (`limits.rs` for which applies
+//!   when): a read that blocks asks the [`ReadClock`] for a deadline (what
+//!   it waits for: [`Progress::waiting`]); a send that blocks starts the
+//!   send timeout. When a read deadline passes, the read acts on its next
+//!   poll: it closes an idle connection (the end of the stream), refuses a
+//!   late head (`408`, through the stand-in), or fails a stalled body read
+//!   with [`io::ErrorKind::TimedOut`]. The clock is read only when a read
+//!   or send blocks (and at the first bytes of a partial head).
+//! - **Upgrades.** After an upgrade request the gate pauses (see
+//!   `framing.rs`) and reads return `Pending` without touching the socket.
+//!   When that request's response is done and was not a `101`, the gate
+//!   resumes and the task is woken, so the held bytes are read as the next
+//!   request. After a `101`, [`Conn::into_upgraded`] hands the socket and
+//!   the held bytes to the upgrade task: none of the timeouts here apply to
+//!   it any more.
 //!
-//! Writes are collected in an output buffer and sent when the connection
-//! task is about to wait ([`Flush`] wraps the connection future), when the
-//! buffer passes [`HIGH_WATER`], and before the write side is shut down. So
-//! all the responses hyper produces in one wake-up (pipelined requests) leave
-//! in one `send`, and hyper's own `pipeline_flush` (which can drop a `400`
-//! answering a malformed request: the bytes stay in its buffer when the
-//! connection closes) is not needed.
-//!
-//! Timeouts (see `limits.rs` for which applies when): a read that blocks
-//! asks the [`ReadClock`] for a deadline; a send that blocks starts the send
-//! timeout. [`Flush`] sleeps until the earliest deadline on the shard's timer
-//! and polls hyper again when it passes, so the blocked read can act: close
-//! an idle connection (hyper sees the end of the stream), refuse a late head
-//! (`408`, through the stand-in), or fail a stalled body read with
-//! [`io::ErrorKind::TimedOut`]. A passed send deadline ends the connection.
-//!
-//! Upgrades: after an upgrade request the gate pauses (see `framing.rs`) and
-//! reads return `Pending` without touching the socket. When that request's
-//! response is done and was not a `101`, [`Flush`] resumes the gate and
-//! wakes the task, so the held bytes are read as the next request. After a
-//! `101`, hyper ends the connection and [`Conn::into_upgraded`] hands the
-//! socket and the held bytes to the upgrade task: none of the timeouts here
-//! apply to it any more.
+//! Every poll here is non-blocking and cancel-safe (state lives in the
+//! connection, not in the futures polling it). The I/O imports the pieces
+//! below it (buffers, gate, clock, parser), never the fast path, the
+//! connection or the server.
 
 use std::cell::RefCell;
-use std::fmt;
-use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -60,37 +59,19 @@ use super::Request;
 use super::accept::into_glommio;
 use super::fast_parse;
 use super::framing::{Gate, Rejection, STAND_IN, Step};
-use super::limits::{Limits, Progress, ReadClock, Verdict, Waiting};
+use super::limits::{BodyTimedOut, Limits, Progress, ReadClock, Verdict, Waiting};
 use super::recv::RecvBuffer;
 use super::requests::Requests;
+use super::send::SendBuffer;
 use super::socket::Socket;
 use super::upgrade::Upgraded;
 use crate::shard::ShardCounters;
-use crate::shard::timer::ShardSleep;
-
-/// Output buffer capacity an idle connection may keep.
-const OUT_KEEP: usize = 4 * 1024;
-
-/// Buffered output above which writes go out before more is accepted.
-const HIGH_WATER: usize = 64 * 1024;
 
 /// Longest a lingering close waits for the client to stop sending.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// Most bytes a lingering close reads and discards.
 const LINGER_BYTES: usize = 64 * 1024 * 1024;
-
-/// The error a body read gets when the body stalls or trickles in too slowly.
-#[derive(Debug)]
-pub(crate) struct BodyTimedOut;
-
-impl fmt::Display for BodyTimedOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the request body stalled or arrived below the minimum rate")
-    }
-}
-
-impl std::error::Error for BodyTimedOut {}
 
 struct Inner {
     stream: Socket,
@@ -111,11 +92,8 @@ struct Inner {
     read_blocked: bool,
     /// When the blocked read gives up, if it has a deadline.
     read_deadline: Option<Instant>,
-    out: Vec<u8>,
-    /// How much of `out` has been sent.
-    sent: usize,
-    /// Since when sending made no progress.
-    send_blocked: Option<Instant>,
+    /// Output not sent yet (`send.rs`).
+    send: SendBuffer,
     limits: Limits,
     requests: Rc<Requests>,
     discarded: usize,
@@ -126,37 +104,19 @@ struct Inner {
 impl Inner {
     /// Sends buffered output until all of it is gone or the socket is full.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut progressed = false;
-        while self.sent < self.out.len() {
-            match self.stream.poll_write(cx, &self.out[self.sent..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => {
-                    self.sent += n;
-                    self.counters.sent(n);
-                    progressed = true;
-                }
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => {
-                    if progressed || self.send_blocked.is_none() {
-                        self.send_blocked = Some(Instant::now());
-                    }
-                    return Poll::Pending;
-                }
+        let (stream, counters) = (&mut self.stream, &self.counters);
+        let write = |bytes: &[u8]| {
+            let written = stream.poll_write(cx, bytes);
+            if let Poll::Ready(Ok(n)) = written {
+                counters.sent(n);
             }
-        }
-        self.out.clear();
-        self.sent = 0;
-        self.send_blocked = None;
-        Poll::Ready(Ok(()))
-    }
-
-    fn buffered(&self) -> usize {
-        self.out.len() - self.sent
+            written
+        };
+        self.send.poll_send(write, Instant::now)
     }
 
     fn send_deadline(&self) -> Option<Instant> {
-        self.send_blocked
-            .map(|since| since + self.limits.send_timeout)
+        self.send.deadline(self.limits.send_timeout)
     }
 
     /// Runs newly received bytes through the gate.
@@ -217,10 +177,7 @@ impl Inner {
     /// first receive buffer only.
     fn shrink(&mut self) {
         self.recv.shrink();
-        if self.out.capacity() > OUT_KEEP && self.buffered() == 0 {
-            self.out = Vec::new();
-            self.sent = 0;
-        }
+        self.send.shrink();
     }
 
     /// What a blocked read is waiting for (`limits.rs`).
@@ -258,7 +215,7 @@ impl Inner {
                 return Poll::Ready(Ok(()));
             }
             if self.gate.is_paused() {
-                // After an upgrade request: [`Flush`] resumes the gate (and
+                // After an upgrade request: the flush (`flush.rs`) resumes the gate (and
                 // wakes the task) if the answer is not a `101`.
                 return Poll::Pending;
             }
@@ -345,7 +302,7 @@ impl Inner {
 
     /// A read that blocked while a request was open is not retried by hyper
     /// when the connection goes idle: give it the idle (or head) deadline
-    /// now. When that passes, [`Flush`] polls hyper and the read acts.
+    /// now. When that passes, the flush (`flush.rs`) polls hyper and the read acts.
     fn refresh_read_deadline(&mut self) {
         if !self.read_blocked || self.read_deadline.is_some() {
             return;
@@ -409,7 +366,7 @@ pub(crate) struct Io {
 }
 
 /// The connection task's handle on the same connection: drives hyper with
-/// [`Flush`] and closes lingering.
+/// the flush (`flush.rs`) and closes lingering.
 pub(crate) struct Conn {
     inner: Rc<RefCell<Inner>>,
 }
@@ -432,9 +389,7 @@ pub(crate) fn split(
         clock: ReadClock::default(),
         read_blocked: false,
         read_deadline: None,
-        out: Vec::new(),
-        sent: 0,
-        send_blocked: None,
+        send: SendBuffer::default(),
         limits,
         requests,
         discarded: 0,
@@ -449,14 +404,55 @@ pub(crate) fn split(
 }
 
 impl Conn {
-    /// Wraps the connection future; see [`Flush`].
-    pub(crate) fn drive<F: Future>(&self, future: F) -> Flush<F> {
-        Flush {
+    /// A second handle on the connection, for the future that drives it
+    /// (`flush.rs`); dropped before [`into_upgraded`](Self::into_upgraded).
+    pub(crate) fn share(&self) -> Conn {
+        Conn {
             inner: self.inner.clone(),
-            future,
-            done: None,
-            sleep: None,
         }
+    }
+
+    /// After the connection future was polled (`done`: it finished): resumes
+    /// a declined upgrade (waking the task), sends buffered output, and says
+    /// when the task must run again.
+    pub(crate) fn after_poll(&self, cx: &mut Context<'_>, done: bool) -> Waits {
+        let mut inner = self.inner.borrow_mut();
+        if !done && inner.resume_declined_upgrade() {
+            // hyper reads again only when woken.
+            cx.waker().wake_by_ref();
+        }
+        let sent = inner.poll_send(cx);
+        if done {
+            // Over; a peer that stopped reading gets nothing more.
+            if sent.is_ready() {
+                return Waits::Finished;
+            }
+            inner.read_deadline = None;
+            inner.read_blocked = false;
+        }
+        // A failed send: hyper sees the error on its next read or write.
+        inner.refresh_read_deadline();
+        let (read, send) = (inner.read_deadline, inner.send_deadline());
+        let Some(deadline) = earliest(read, send) else {
+            return Waits::Wake;
+        };
+        let now = Instant::now();
+        if send.is_some_and(|send| send <= now) {
+            tracing::debug!("client stopped reading the response; closing");
+            return Waits::SendTimedOut;
+        }
+        if deadline > now {
+            Waits::Until(deadline)
+        } else {
+            Waits::Passed
+        }
+    }
+
+    /// The deadline [`after_poll`](Self::after_poll) returned passed (or
+    /// it said [`Waits::Passed`]): the next poll of the connection future
+    /// acts on the blocked read.
+    pub(crate) fn deadline_passed(&self) {
+        self.inner.borrow_mut().read_deadline = None;
     }
 
     /// The fast path's next request; see [`Next`].
@@ -464,15 +460,15 @@ impl Conn {
         self.inner.borrow_mut().poll_head(cx)
     }
 
-    /// Appends to the output, which [`Flush`] sends when the task waits.
+    /// Appends to the output, which the flush (`flush.rs`) sends when the task waits.
     pub(crate) fn write<R>(&self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-        f(&mut self.inner.borrow_mut().out)
+        f(self.inner.borrow_mut().send.out())
     }
 
-    /// Ready when the output is below [`HIGH_WATER`] (sending some if not).
+    /// Ready when the output is below its high-water mark (sending some if not).
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut inner = self.inner.borrow_mut();
-        if inner.buffered() >= HIGH_WATER {
+        if inner.send.is_full() {
             ready!(inner.poll_send(cx))?;
         }
         Poll::Ready(Ok(()))
@@ -528,81 +524,20 @@ impl Conn {
     }
 }
 
-/// How a driven connection ended.
-#[derive(Debug)]
-pub(crate) enum Ended<T> {
-    /// The connection future finished and its output was sent.
-    Done(T),
+/// What the connection needs once its future was polled; see
+/// [`Conn::after_poll`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waits {
+    /// The future is done and all its output was sent.
+    Finished,
+    /// Nothing to time: wait for the next wake-up.
+    Wake,
+    /// Wake up at this instant at the latest (a read or send deadline).
+    Until(Instant),
+    /// A read deadline passed already: poll the future again at once.
+    Passed,
     /// The client took no bytes for the send timeout.
     SendTimedOut,
-}
-
-/// Wraps the connection future: sends buffered output whenever the future
-/// waits and once more when it ends, and wakes it when a deadline passes.
-pub(crate) struct Flush<F: Future> {
-    inner: Rc<RefCell<Inner>>,
-    future: F,
-    done: Option<F::Output>,
-    sleep: Option<ShardSleep>,
-}
-
-impl<F: Future + Unpin> Future for Flush<F>
-where
-    F::Output: Unpin,
-{
-    type Output = Ended<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        // A passed read deadline polls hyper again so the read can act on it.
-        for _ in 0..3 {
-            if this.done.is_none()
-                && let Poll::Ready(output) = Pin::new(&mut this.future).poll(cx)
-            {
-                this.done = Some(output);
-            }
-            let mut inner = this.inner.borrow_mut();
-            if this.done.is_none() && inner.resume_declined_upgrade() {
-                // hyper reads again only when woken.
-                cx.waker().wake_by_ref();
-            }
-            let sent = inner.poll_send(cx);
-            if let Some(output) = this.done.take() {
-                // Over; a peer that stopped reading gets nothing more.
-                if sent.is_ready() {
-                    return Poll::Ready(Ended::Done(output));
-                }
-                this.done = Some(output);
-                inner.read_deadline = None;
-                inner.read_blocked = false;
-            }
-            // A failed send: hyper sees the error on its next read or write.
-            inner.refresh_read_deadline();
-            let (read, send) = (inner.read_deadline, inner.send_deadline());
-            let Some(deadline) = earliest(read, send) else {
-                return Poll::Pending;
-            };
-            let now = Instant::now();
-            if send.is_some_and(|send| send <= now) {
-                tracing::debug!("client stopped reading the response; closing");
-                return Poll::Ready(Ended::SendTimedOut);
-            }
-            if deadline > now {
-                let sleep = match &mut this.sleep {
-                    Some(sleep) => {
-                        sleep.reset(deadline);
-                        sleep
-                    }
-                    None => this.sleep.insert(ShardSleep::new(deadline)),
-                };
-                if Pin::new(sleep).poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-            }
-            inner.read_deadline = None;
-        }
-        Poll::Pending
-    }
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -637,23 +572,12 @@ impl Write for Io {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
-        if inner.buffered() >= HIGH_WATER {
+        if inner.send.is_full() {
             ready!(inner.poll_send(cx))?;
         }
         // Take at most up to the high-water mark (hyper writes the rest
-        // later), so a large body is never copied whole into `out`.
-        let mut room = HIGH_WATER.saturating_sub(inner.buffered());
-        let mut accepted = 0;
-        for buf in bufs {
-            let n = buf.len().min(room);
-            inner.out.extend_from_slice(&buf[..n]);
-            accepted += n;
-            room -= n;
-            if room == 0 {
-                break;
-            }
-        }
-        Poll::Ready(Ok(accepted))
+        // later), so a large body is never copied whole.
+        Poll::Ready(Ok(inner.send.accept(bufs)))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -24,9 +24,22 @@
 //! connection's I/O (`io.rs`) reads time only when a read would block (and
 //! when a partial head first arrives), never per request.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 pub(crate) use crate::config::Limits;
+
+/// The error a body read gets when the body stalls or trickles in too slowly.
+#[derive(Debug)]
+pub(crate) struct BodyTimedOut;
+
+impl fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request body stalled or arrived below the minimum rate")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
 
 /// What a connection is waiting for when a read blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
