@@ -7,9 +7,10 @@
 //!   (`fast.rs`) and handed to hyper's HTTP/1 server at the first head the
 //!   fast path does not take. The I/O below (`io.rs`: the receive buffer,
 //!   the framing gate, the deadlines, batched writes) is the same for
-//!   every protocol; another one (HTTP/2 with its `PRI * HTTP/2.0`
-//!   preface, or chosen by ALPN on a TLS stream) slots in as one more
-//!   [`Protocol`] without touching the fast path or its parser.
+//!   every protocol and generic over the stream (`transport.rs`); another
+//!   protocol (HTTP/2 with its `PRI * HTTP/2.0` preface, or chosen by ALPN
+//!   on a TLS stream) slots in as one more [`Protocol`], and a TLS stream as
+//!   one more transport, without touching the fast path or its parser.
 //! - **One drain policy** (`drain.rs`) watches the shard's stop for
 //!   whichever protocol serves: stop, close idle, grace for one more request.
 //! - **Panics cost this connection only.** Each protocol runs under

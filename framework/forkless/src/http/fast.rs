@@ -56,6 +56,7 @@ use super::fast_parse::tokens;
 use super::io::{Conn, Next};
 use super::requests::Requests;
 use super::service::{self, App};
+use super::transport::Transport;
 use super::{Body, Handler};
 use crate::clock::coarse_unix_seconds;
 #[cfg(test)]
@@ -75,8 +76,8 @@ pub(crate) enum FastEnd {
 /// hyper. Once the shard stops, `drain` decides (`drain.rs`): every
 /// response from then on closes the connection, and an idle one waits at
 /// most for the grace for its next request.
-pub(crate) async fn serve<H: Handler>(
-    conn: &Conn,
+pub(crate) async fn serve<H: Handler, S: Transport>(
+    conn: &Conn<S>,
     app: &App<H>,
     requests: &Requests,
     drain: &Drain<'_>,
@@ -89,8 +90,8 @@ pub(crate) async fn serve<H: Handler>(
     .await
 }
 
-async fn serve_requests<H: Handler>(
-    conn: &Conn,
+async fn serve_requests<H: Handler, S: Transport>(
+    conn: &Conn<S>,
     app: &App<H>,
     requests: &Requests,
     drain: &Drain<'_>,
@@ -392,7 +393,7 @@ fn parse_length(value: &HeaderValue) -> Option<u64> {
 /// Writes the body as `framing` says, waiting for room in the output
 /// buffer as it goes. An error (the body failed, or did not match its
 /// length) means the connection cannot go on.
-async fn write_body(conn: &Conn, body: Body, framing: Framing) -> io::Result<()> {
+async fn write_body<S: Transport>(conn: &Conn<S>, body: Body, framing: Framing) -> io::Result<()> {
     if framing == Framing::Empty {
         return Ok(());
     }

@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::io::{Conn, Waits};
+use super::transport::Transport;
 use crate::shard::timer::ShardSleep;
 
 /// How a driven connection ended.
@@ -31,15 +32,15 @@ pub(crate) enum Ended<T> {
 
 /// Wraps the connection future: sends buffered output whenever the future
 /// waits and once more when it ends, and wakes it when a deadline passes.
-pub(crate) struct Flush<F: Future> {
-    conn: Conn,
+pub(crate) struct Flush<S, F: Future> {
+    conn: Conn<S>,
     future: F,
     done: Option<F::Output>,
     sleep: Option<ShardSleep>,
 }
 
 /// Drives `future` over `conn`; see [`Flush`].
-pub(crate) fn drive<F: Future>(conn: &Conn, future: F) -> Flush<F> {
+pub(crate) fn drive<S: Transport, F: Future>(conn: &Conn<S>, future: F) -> Flush<S, F> {
     Flush {
         conn: conn.share(),
         future,
@@ -48,7 +49,7 @@ pub(crate) fn drive<F: Future>(conn: &Conn, future: F) -> Flush<F> {
     }
 }
 
-impl<F: Future + Unpin> Future for Flush<F>
+impl<S: Transport, F: Future + Unpin> Future for Flush<S, F>
 where
     F::Output: Unpin,
 {

@@ -64,6 +64,7 @@ use super::recv::RecvBuffer;
 use super::requests::Requests;
 use super::send::SendBuffer;
 use super::socket::Socket;
+use super::transport::Transport;
 use super::upgrade::Upgraded;
 use crate::shard::ShardCounters;
 
@@ -73,8 +74,8 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Most bytes a lingering close reads and discards.
 const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
-struct Inner {
-    stream: Socket,
+struct Inner<S> {
+    stream: S,
     /// Received bytes, and which of them passed the gate (`recv.rs`).
     recv: RecvBuffer,
     /// The peer closed its side, or the connection idled out.
@@ -101,7 +102,7 @@ struct Inner {
     counters: Arc<ShardCounters>,
 }
 
-impl Inner {
+impl<S: Transport> Inner<S> {
     /// Sends buffered output until all of it is gone or the socket is full.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let (stream, counters) = (&mut self.stream, &self.counters);
@@ -361,23 +362,23 @@ pub(crate) enum Next {
 }
 
 /// The half of a connection hyper drives.
-pub(crate) struct Io {
-    inner: Rc<RefCell<Inner>>,
+pub(crate) struct Io<S = Socket> {
+    inner: Rc<RefCell<Inner<S>>>,
 }
 
 /// The connection task's handle on the same connection: drives hyper with
 /// the flush (`flush.rs`) and closes lingering.
-pub(crate) struct Conn {
-    inner: Rc<RefCell<Inner>>,
+pub(crate) struct Conn<S = Socket> {
+    inner: Rc<RefCell<Inner<S>>>,
 }
 
 /// Splits a stream into hyper's side and the connection task's side.
-pub(crate) fn split(
-    stream: Socket,
+pub(crate) fn split<S: Transport>(
+    stream: S,
     limits: Limits,
     requests: Rc<Requests>,
     counters: Arc<ShardCounters>,
-) -> (Io, Conn) {
+) -> (Io<S>, Conn<S>) {
     let inner = Rc::new(RefCell::new(Inner {
         stream,
         recv: RecvBuffer::default(),
@@ -403,10 +404,10 @@ pub(crate) fn split(
     )
 }
 
-impl Conn {
+impl<S: Transport> Conn<S> {
     /// A second handle on the connection, for the future that drives it
     /// (`flush.rs`); dropped before [`into_upgraded`](Self::into_upgraded).
-    pub(crate) fn share(&self) -> Conn {
+    pub(crate) fn share(&self) -> Conn<S> {
         Conn {
             inner: self.inner.clone(),
         }
@@ -498,7 +499,9 @@ impl Conn {
         });
         let _ = crate::time::timeout(LINGER_TIME, discard).await;
     }
+}
 
+impl Conn<Socket> {
     /// After hyper ended the connection on a `101`: the socket, with the
     /// bytes hyper read past the head (`read_buf`) and those the gate held,
     /// for the upgrade task. `None` if hyper's half is still shared.
@@ -547,7 +550,7 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-impl Read for Io {
+impl<S: Transport> Read for Io<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -557,7 +560,7 @@ impl Read for Io {
     }
 }
 
-impl Write for Io {
+impl<S: Transport> Write for Io<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

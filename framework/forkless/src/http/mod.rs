@@ -76,6 +76,7 @@ mod service;
 mod socket;
 mod timeout;
 pub(crate) mod tower;
+mod transport;
 pub mod upgrade;
 
 pub use body::{Body, BoxError};
