@@ -21,7 +21,7 @@ use http::header::{CONNECTION, HeaderValue};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
-use super::io::BodyTimedOut;
+use super::limits::BodyTimedOut;
 use super::{IntoResponse, Request, Response, StatusCode};
 
 thread_local! {

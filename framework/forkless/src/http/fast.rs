@@ -6,14 +6,15 @@
 //! request itself, and most of a pipelined burst's time. So each connection
 //! starts on this path:
 //!
-//! - **Taking a request.** A head is offered to [`parse`] before the framing
-//!   gate (`framing.rs`) sees it; the fast path takes it only if it is an
-//!   HTTP/1.1 `GET` or `HEAD` of an origin-form target, without a body (no
-//!   `Transfer-Encoding`, a `Content-Length` of 0 if any), `Upgrade`,
-//!   `Expect`, `TE`, or a `Connection` that closes or upgrades, and only if
-//!   the gate would pass it (one `Host`, at most one `Content-Length`, within
-//!   the head size limit). So each head is parsed once; any other goes
-//!   through the gate, and from there to hyper.
+//! - **Taking a request.** A head is offered to the fast path's parser
+//!   (`fast_parse.rs`) before the framing gate (`framing.rs`) sees it; the
+//!   fast path takes it only if it is an HTTP/1.1 `GET` or `HEAD` of an
+//!   origin-form target, without a body (no `Transfer-Encoding`, a
+//!   `Content-Length` of 0 if any), `Upgrade`, `Expect`, `TE`, or a
+//!   `Connection` that closes or upgrades, and only if the gate would pass
+//!   it (one `Host`, at most one `Content-Length`, within the head size
+//!   limit). So each head is parsed once; any other goes through the gate,
+//!   and from there to hyper.
 //! - **Handing over.** The first head it does not take (or a refusal of the
 //!   gate's) hands the connection to hyper for the rest of its life, from
 //!   that head on: earlier responses were already written, in order, so
@@ -31,30 +32,35 @@
 //!   connection task waits (`io.rs`).
 //!
 //! Timeouts, limits, draining and lingering closes are the connection's, as
-//! on hyper's path (`server.rs`, `io.rs`).
+//! on hyper's path (`connection.rs`, `drain.rs`, `io.rs`). Contract: the
+//! fast path imports the connection's I/O and the drain watcher below it,
+//! never the connection or the server above it; cancel-safe between
+//! requests (dropping it mid-response drops that response).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, Write as _};
-use std::mem::MaybeUninit;
 use std::pin::pin;
-use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use http::{Method, StatusCode, Version};
 use http_body::{Body as _, Frame};
 
-use super::framing::MAX_HEADERS;
+use super::drain::{Drain, Phase};
+#[cfg(test)]
+use super::fast_parse::parse;
+use super::fast_parse::tokens;
 use super::io::{Conn, Next};
 use super::requests::Requests;
-use super::server::DRAIN_GRACE;
 use super::service::{self, App};
-use super::{Body, Handler, Incoming, Request};
+use super::transport::Transport;
+use super::{Body, Handler};
 use crate::clock::coarse_unix_seconds;
-use crate::shard::latch::Latch;
+#[cfg(test)]
+use http::HeaderMap;
 
 /// How a connection's time on the fast path ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,35 +73,34 @@ pub(crate) enum FastEnd {
 }
 
 /// Serves requests on the fast path until the connection ends or goes to
-/// hyper. When the shard stops, every response from then on closes the
-/// connection, and an idle one waits at most [`DRAIN_GRACE`] for its next
-/// request.
-pub(crate) async fn serve<H: Handler>(
-    conn: &Conn,
+/// hyper. Once the shard stops, `drain` decides (`drain.rs`): every
+/// response from then on closes the connection, and an idle one waits at
+/// most for the grace for its next request.
+pub(crate) async fn serve<H: Handler, S: Transport>(
+    conn: &Conn<S>,
     app: &App<H>,
-    requests: &Rc<Requests>,
-    stopping: &Latch,
+    requests: &Requests,
+    drain: &Drain<'_>,
 ) -> FastEnd {
-    let mut stop = pin!(stopping.wait());
-    let mut run = pin!(serve_requests(conn, app, requests));
+    let mut run = pin!(serve_requests(conn, app, requests, drain));
     poll_fn(|cx| {
-        if !requests.is_draining() && stop.as_mut().poll(cx).is_ready() {
-            requests.drain();
-        }
+        drain.poll(cx);
         run.as_mut().poll(cx)
     })
     .await
 }
 
-async fn serve_requests<H: Handler>(conn: &Conn, app: &App<H>, requests: &Requests) -> FastEnd {
-    let mut grace = None;
+async fn serve_requests<H: Handler, S: Transport>(
+    conn: &Conn<S>,
+    app: &App<H>,
+    requests: &Requests,
+    drain: &Drain<'_>,
+) -> FastEnd {
     loop {
         let next = poll_fn(|cx| {
-            if requests.is_draining() {
-                let sleep = grace.get_or_insert_with(|| Box::pin(crate::time::sleep(DRAIN_GRACE)));
-                if sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Ok(Next::End));
-                }
+            // The task's waker waits on the grace through `serve`'s poll.
+            if drain.phase() == Phase::Over {
+                return Poll::Ready(Ok(Next::End));
             }
             conn.poll_head(cx)
         })
@@ -129,77 +134,6 @@ async fn serve_requests<H: Handler>(conn: &Conn, app: &App<H>, requests: &Reques
             return FastEnd::Closed;
         }
     }
-}
-
-/// The request whose head starts `input`, and the head's length, if the
-/// fast path takes it (see the module docs); `None` for a partial head and
-/// for anything the framing gate would refuse (a missing or repeated
-/// `Host`, a repeated `Content-Length`, a head over `max_head`...), which
-/// the gate then answers as usual.
-pub(crate) fn parse(input: &[u8], max_head: usize) -> Option<(Request, usize)> {
-    let method = if input.starts_with(b"GET ") {
-        Method::GET
-    } else if input.starts_with(b"HEAD ") {
-        Method::HEAD
-    } else {
-        return None;
-    };
-    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut []);
-    let len = match parsed.parse_with_uninit_headers(input, &mut slots) {
-        Ok(httparse::Status::Complete(len)) if parsed.version == Some(1) && len <= max_head => len,
-        _ => return None,
-    };
-    let target = parsed.path?;
-    if !target.starts_with('/') {
-        return None;
-    }
-    // One copy of the head; the target and header values are views of it.
-    let head = Bytes::copy_from_slice(&input[..len]);
-    let view = |part: &[u8]| {
-        let at = part.as_ptr() as usize - input.as_ptr() as usize;
-        head.slice(at..at + part.len())
-    };
-    let uri = Uri::from_maybe_shared(view(target.as_bytes())).ok()?;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    let (mut hosts, mut lengths) = (0, 0);
-    for line in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(line.name.as_bytes()).ok()?;
-        let takes = match name {
-            header::HOST => {
-                hosts += 1;
-                true
-            }
-            header::CONTENT_LENGTH => {
-                lengths += 1;
-                !line.value.is_empty() && line.value.iter().all(|&b| b == b'0')
-            }
-            // `te: trailers` lets hyper send trailers; the fast path never does.
-            header::TRANSFER_ENCODING | header::UPGRADE | header::EXPECT | header::TE => false,
-            header::CONNECTION => !tokens(line.value)
-                .any(|t| t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"upgrade")),
-            _ => true,
-        };
-        if !takes {
-            return None;
-        }
-        let value = HeaderValue::from_maybe_shared(view(line.value)).ok()?;
-        headers.append(name, value);
-    }
-    if hosts != 1 || lengths > 1 {
-        return None;
-    }
-    let mut request = Request::new(Incoming::empty());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    Some((request, len))
-}
-
-/// The comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// What the response body says of its length (hyper's `BodyLength`).
@@ -459,7 +393,7 @@ fn parse_length(value: &HeaderValue) -> Option<u64> {
 /// Writes the body as `framing` says, waiting for room in the output
 /// buffer as it goes. An error (the body failed, or did not match its
 /// length) means the connection cannot go on.
-async fn write_body(conn: &Conn, body: Body, framing: Framing) -> io::Result<()> {
+async fn write_body<S: Transport>(conn: &Conn<S>, body: Body, framing: Framing) -> io::Result<()> {
     if framing == Framing::Empty {
         return Ok(());
     }

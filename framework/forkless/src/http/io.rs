@@ -1,51 +1,50 @@
 //! A connection's I/O over its [`Socket`] (non-blocking syscalls, readiness
-//! from the shard's epoll instance: `socket.rs`): reads pass the framing
-//! gate, writes are batched per wake-up of the connection task, and the
-//! connection's timeouts are enforced here; hyper's I/O traits on top.
+//! from the shard's epoll instance: `socket.rs`), shared by the protocols
+//! above it: the fast path reads whole heads from it ([`Conn::poll_head`]),
+//! hyper reads and writes through [`Io`] (hyper's I/O traits).
 //!
-//! A connection starts on the fast path (`fast.rs`): heads are offered to
-//! [`fast::parse`] before the gate, and a request it takes is
-//! handed to the fast path ([`Conn::poll_head`]) instead of released to
-//! hyper; its bytes never reach hyper. The first head it does not take
-//! switches the connection to hyper for good, from that head on, and
-//! everything below applies to hyper's reads.
+//! Contract:
 //!
-//! Reads land in a receive buffer owned by the connection (zeroed once, when
-//! the connection opens). The [`Gate`] then
-//! decides which bytes hyper may see: whole request heads that passed the
-//! strict framing checks, and the bodies behind them. A partial head stays
-//! in the buffer (which grows up to the head size limit) until it is whole;
-//! a refused head is replaced by the gate's stand-in (see `framing.rs`). The
-//! passed bytes are copied into hyper's uninitialised read buffer with
-//! `put_slice`. No zero-filling per read and no `unsafe`.
+//! - **Reads pass the framing gate.** Reads land in the connection's
+//!   receive buffer (`recv.rs`). While the connection is on the fast path,
+//!   each head is first offered to the fast path's parser (`fast_parse.rs`);
+//!   a head it takes goes to the fast path, and its bytes never reach hyper.
+//!   The first head it does not take switches the connection to hyper for
+//!   good, and from then on the [`Gate`] decides which bytes hyper may see:
+//!   whole request heads that passed the strict framing checks, and the
+//!   bodies behind them. A partial head waits in the buffer until it is
+//!   whole; a refused head is replaced by the gate's stand-in (see
+//!   `framing.rs`). Passed bytes are copied into hyper's uninitialised read
+//!   buffer with `put_slice`: no zero-filling per read and no `unsafe`.
+//! - **Writes are batched.** What the protocols write is buffered
+//!   (`send.rs`) and sent when the connection task is about to wait
+//!   (`flush.rs`, through [`Conn::after_poll`]), when the buffer passes its
+//!   high-water mark, and before the write side is shut down. hyper's own
+//!   `pipeline_flush` (which can drop a `400` answering a malformed
+//!   request: the bytes stay in its buffer when the connection closes) is
+//!   not needed.
+//! - **The connection owns its deadlines** (`limits.rs` for which applies
+//!   when): a read that blocks asks the [`ReadClock`] for a deadline (what
+//!   it waits for: [`Progress::waiting`]); a send that blocks starts the
+//!   send timeout. When a read deadline passes, the read acts on its next
+//!   poll: it closes an idle connection (the end of the stream), refuses a
+//!   late head (`408`, through the stand-in), or fails a stalled body read
+//!   with [`io::ErrorKind::TimedOut`]. The clock is read only when a read
+//!   or send blocks (and at the first bytes of a partial head).
+//! - **Upgrades.** After an upgrade request the gate pauses (see
+//!   `framing.rs`) and reads return `Pending` without touching the socket.
+//!   When that request's response is done and was not a `101`, the gate
+//!   resumes and the task is woken, so the held bytes are read as the next
+//!   request. After a `101`, [`Conn::into_upgraded`] hands the socket and
+//!   the held bytes to the upgrade task: none of the timeouts here apply to
+//!   it any more.
 //!
-//! Writes are collected in an output buffer and sent when the connection
-//! task is about to wait ([`Flush`] wraps the connection future), when the
-//! buffer passes [`HIGH_WATER`], and before the write side is shut down. So
-//! all the responses hyper produces in one wake-up (pipelined requests) leave
-//! in one `send`, and hyper's own `pipeline_flush` (which can drop a `400`
-//! answering a malformed request: the bytes stay in its buffer when the
-//! connection closes) is not needed.
-//!
-//! Timeouts (see `limits.rs` for which applies when): a read that blocks
-//! asks the [`ReadClock`] for a deadline; a send that blocks starts the send
-//! timeout. [`Flush`] sleeps until the earliest deadline on the shard's timer
-//! and polls hyper again when it passes, so the blocked read can act: close
-//! an idle connection (hyper sees the end of the stream), refuse a late head
-//! (`408`, through the stand-in), or fail a stalled body read with
-//! [`io::ErrorKind::TimedOut`]. A passed send deadline ends the connection.
-//!
-//! Upgrades: after an upgrade request the gate pauses (see `framing.rs`) and
-//! reads return `Pending` without touching the socket. When that request's
-//! response is done and was not a `101`, [`Flush`] resumes the gate and
-//! wakes the task, so the held bytes are read as the next request. After a
-//! `101`, hyper ends the connection and [`Conn::into_upgraded`] hands the
-//! socket and the held bytes to the upgrade task: none of the timeouts here
-//! apply to it any more.
+//! Every poll here is non-blocking and cancel-safe (state lives in the
+//! connection, not in the futures polling it). The I/O imports the pieces
+//! below it (buffers, gate, clock, parser), never the fast path, the
+//! connection or the server.
 
 use std::cell::RefCell;
-use std::fmt;
-use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -58,30 +57,16 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 
 use super::Request;
 use super::accept::into_glommio;
-use super::fast;
+use super::fast_parse;
 use super::framing::{Gate, Rejection, STAND_IN, Step};
-use super::limits::{Limits, ReadClock, Verdict, Waiting};
+use super::limits::{BodyTimedOut, Limits, Progress, ReadClock, Verdict, Waiting};
+use super::recv::RecvBuffer;
 use super::requests::Requests;
+use super::send::SendBuffer;
 use super::socket::Socket;
+use super::transport::Transport;
 use super::upgrade::Upgraded;
 use crate::shard::ShardCounters;
-use crate::shard::timer::ShardSleep;
-
-/// First receive buffer of a connection: a request head, or a burst of
-/// small pipelined ones. Most connections never need more, and an idle
-/// keep-alive connection holds it for as long as it stays open.
-const RECV_BUFFER: usize = 2 * 1024;
-
-/// What a receive buffer doubles up to while reads keep filling it
-/// (request bodies, long pipelined bursts); a head may need up to
-/// `--max-header-size` on top.
-const RECV_MAX: usize = 64 * 1024;
-
-/// Output buffer capacity an idle connection may keep.
-const OUT_KEEP: usize = 4 * 1024;
-
-/// Buffered output above which writes go out before more is accepted.
-const HIGH_WATER: usize = 64 * 1024;
 
 /// Longest a lingering close waits for the client to stop sending.
 const LINGER_TIME: Duration = Duration::from_secs(2);
@@ -89,30 +74,12 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Most bytes a lingering close reads and discards.
 const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
-/// The error a body read gets when the body stalls or trickles in too slowly.
-#[derive(Debug)]
-pub(crate) struct BodyTimedOut;
-
-impl fmt::Display for BodyTimedOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the request body stalled or arrived below the minimum rate")
-    }
-}
-
-impl std::error::Error for BodyTimedOut {}
-
-struct Inner {
-    stream: Socket,
-    /// `recv[start..released]`: passed the gate, not yet handed to hyper;
-    /// `recv[released..end]`: received, waiting for the rest of a head.
-    recv: Vec<u8>,
-    start: usize,
-    released: usize,
-    end: usize,
+struct Inner<S> {
+    stream: S,
+    /// Received bytes, and which of them passed the gate (`recv.rs`).
+    recv: RecvBuffer,
     /// The peer closed its side, or the connection idled out.
     eof: bool,
-    /// The last read filled the buffer: double it before the next one.
-    grow: bool,
     gate: Gate,
     /// Heads go to the fast path (`fast.rs`) until one it does not take:
     /// from then on, to hyper.
@@ -126,11 +93,8 @@ struct Inner {
     read_blocked: bool,
     /// When the blocked read gives up, if it has a deadline.
     read_deadline: Option<Instant>,
-    out: Vec<u8>,
-    /// How much of `out` has been sent.
-    sent: usize,
-    /// Since when sending made no progress.
-    send_blocked: Option<Instant>,
+    /// Output not sent yet (`send.rs`).
+    send: SendBuffer,
     limits: Limits,
     requests: Rc<Requests>,
     discarded: usize,
@@ -138,59 +102,40 @@ struct Inner {
     counters: Arc<ShardCounters>,
 }
 
-impl Inner {
+impl<S: Transport> Inner<S> {
     /// Sends buffered output until all of it is gone or the socket is full.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut progressed = false;
-        while self.sent < self.out.len() {
-            match self.stream.poll_write(cx, &self.out[self.sent..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => {
-                    self.sent += n;
-                    self.counters.sent(n);
-                    progressed = true;
-                }
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => {
-                    if progressed || self.send_blocked.is_none() {
-                        self.send_blocked = Some(Instant::now());
-                    }
-                    return Poll::Pending;
-                }
+        let (stream, counters) = (&mut self.stream, &self.counters);
+        let write = |bytes: &[u8]| {
+            let written = stream.poll_write(cx, bytes);
+            if let Poll::Ready(Ok(n)) = written {
+                counters.sent(n);
             }
-        }
-        self.out.clear();
-        self.sent = 0;
-        self.send_blocked = None;
-        Poll::Ready(Ok(()))
-    }
-
-    fn buffered(&self) -> usize {
-        self.out.len() - self.sent
+            written
+        };
+        self.send.poll_send(write, Instant::now)
     }
 
     fn send_deadline(&self) -> Option<Instant> {
-        self.send_blocked
-            .map(|since| since + self.limits.send_timeout)
+        self.send.deadline(self.limits.send_timeout)
     }
 
     /// Runs newly received bytes through the gate.
     fn admit(&mut self) {
-        while self.released < self.end {
+        while self.recv.has_unpassed() {
             if self.fast_request.is_some() {
                 // One fast request at a time: the rest waits its turn.
                 return;
             }
-            let input = &self.recv[self.released..self.end];
+            let input = self.recv.unpassed();
             if self.fast
                 && self.gate.may_hold_head(input)
-                && let Some((request, n)) = fast::parse(input, self.gate.max_head())
+                && let Some((request, n)) = fast_parse::parse(input, self.gate.max_head())
             {
                 // Checked as the gate would pass it (`fast::parse`), and
                 // without a body the gate's state stays at the next head.
                 self.gate.head_taken();
-                self.released += n;
-                self.start = self.released;
+                self.recv.take(n);
                 self.requests.fast_head();
                 self.clock.on_head();
                 self.fast_request = Some(request);
@@ -200,16 +145,16 @@ impl Inner {
                 Step::Head(n) => {
                     // A whole head the fast path did not take: hyper's from here on.
                     self.fast = false;
-                    self.released += n;
+                    self.recv.pass(n);
                     self.requests.head_passed();
                     self.clock.on_head();
                 }
                 Step::Body(n) => {
-                    self.released += n;
+                    self.recv.pass(n);
                     self.clock.on_body_bytes(n);
                 }
                 Step::NeedMore => {
-                    self.clock.on_head_bytes();
+                    self.clock.on_head_bytes(Instant::now);
                     return;
                 }
                 Step::Paused => return,
@@ -221,7 +166,7 @@ impl Inner {
     /// Drops the refused head and everything after it; hyper gets the stand-in.
     fn refuse(&mut self, rejection: Rejection) {
         tracing::debug!(?rejection, "request refused before the handler");
-        self.end = self.released;
+        self.recv.drop_unpassed();
         self.gate.close();
         self.fast = false;
         self.stand_in = Some(0);
@@ -232,54 +177,20 @@ impl Inner {
     /// pipelined burst grew, so an idle keep-alive connection holds the
     /// first receive buffer only.
     fn shrink(&mut self) {
-        if self.recv.len() > RECV_BUFFER && self.start == self.end {
-            self.recv = vec![0; RECV_BUFFER];
-            (self.start, self.released, self.end) = (0, 0, 0);
-            self.grow = false;
-        }
-        if self.out.capacity() > OUT_KEEP && self.buffered() == 0 {
-            self.out = Vec::new();
-            self.sent = 0;
-        }
+        self.recv.shrink();
+        self.send.shrink();
     }
 
-    /// Makes room at `recv[end..]` for the next read.
-    fn make_room(&mut self) {
-        if std::mem::take(&mut self.grow) && self.recv.len() < RECV_MAX {
-            let grown = (self.recv.len() * 2).min(RECV_MAX);
-            self.recv.resize(grown, 0);
-        }
-        if self.start == self.end {
-            (self.start, self.released, self.end) = (0, 0, 0);
-        } else if self.end == self.recv.len() {
-            if self.start > 0 {
-                self.recv.copy_within(self.start..self.end, 0);
-                self.released -= self.start;
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                // One partial head fills the buffer; the gate refuses it
-                // before it passes the limit, so this stays bounded.
-                let cap = self.limits.max_header_size.saturating_add(RECV_BUFFER);
-                let grown = (self.recv.len() * 2).min(cap).max(self.recv.len() + 1);
-                self.recv.resize(grown, 0);
-            }
-        }
-    }
-
-    /// What a blocked read is waiting for.
+    /// What a blocked read is waiting for (`limits.rs`).
     fn waiting(&self) -> Waiting {
-        if self.gate.in_body() {
-            Waiting::Body
-        } else if !self.gate.at_head() || self.requests.open() > 0 {
-            Waiting::Handler
-        } else if self.released < self.end {
-            Waiting::Head
-        } else {
-            Waiting::Idle {
-                served_before: self.requests.answered_any(),
-            }
+        Progress {
+            in_body: self.gate.in_body(),
+            at_head: self.gate.at_head(),
+            open_requests: self.requests.open(),
+            partial_head: self.recv.has_unpassed(),
+            served_before: self.requests.answered_any(),
         }
+        .waiting()
     }
 
     fn poll_read_into(
@@ -289,12 +200,13 @@ impl Inner {
     ) -> Poll<io::Result<()>> {
         self.read_deadline = None;
         self.read_blocked = false;
-        self.clock.on_retry();
+        self.clock.on_retry(Instant::now);
         loop {
-            if self.start < self.released {
-                let n = (self.released - self.start).min(buf.remaining());
-                buf.put_slice(&self.recv[self.start..self.start + n]);
-                self.start += n;
+            let passed = self.recv.passed();
+            if !passed.is_empty() {
+                let n = passed.len().min(buf.remaining());
+                buf.put_slice(&passed[..n]);
+                self.recv.hand_on(n);
                 return Poll::Ready(Ok(()));
             }
             if let Some(at) = self.stand_in.filter(|&at| at < STAND_IN.len()) {
@@ -304,7 +216,7 @@ impl Inner {
                 return Poll::Ready(Ok(()));
             }
             if self.gate.is_paused() {
-                // After an upgrade request: [`Flush`] resumes the gate (and
+                // After an upgrade request: the flush (`flush.rs`) resumes the gate (and
                 // wakes the task) if the answer is not a `101`.
                 return Poll::Pending;
             }
@@ -325,9 +237,9 @@ impl Inner {
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Next>> {
         self.read_deadline = None;
         self.read_blocked = false;
-        self.clock.on_retry();
+        self.clock.on_retry(Instant::now);
         loop {
-            if self.fast && self.fast_request.is_none() && self.released < self.end {
+            if self.fast && self.fast_request.is_none() && self.recv.has_unpassed() {
                 // Pipelined heads held back behind the last fast request.
                 self.admit();
             }
@@ -349,13 +261,11 @@ impl Inner {
     /// end of the stream, a timeout acted on); pending while the read blocks
     /// within its deadline.
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.make_room();
-        let end = self.end;
-        match self.stream.poll_read(cx, &mut self.recv[end..]) {
+        let spare = self.recv.spare(self.limits.max_header_size);
+        match self.stream.poll_read(cx, spare) {
             Poll::Ready(Ok(0)) => self.eof = true,
             Poll::Ready(Ok(n)) => {
-                self.grow = end + n == self.recv.len();
-                self.end += n;
+                self.recv.received(n);
                 self.counters.received(n);
                 self.admit();
             }
@@ -393,7 +303,7 @@ impl Inner {
 
     /// A read that blocked while a request was open is not retried by hyper
     /// when the connection goes idle: give it the idle (or head) deadline
-    /// now. When that passes, [`Flush`] polls hyper and the read acts.
+    /// now. When that passes, the flush (`flush.rs`) polls hyper and the read acts.
     fn refresh_read_deadline(&mut self) {
         if !self.read_blocked || self.read_deadline.is_some() {
             return;
@@ -424,7 +334,7 @@ impl Inner {
     /// Reads and discards until the peer closes, for a lingering close.
     fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while !self.eof && self.discarded < LINGER_BYTES {
-            match self.stream.poll_read(cx, &mut self.recv[..]) {
+            match self.stream.poll_read(cx, self.recv.scratch()) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.eof = true,
                 Poll::Ready(Ok(n)) => {
                     self.discarded += n;
@@ -452,31 +362,27 @@ pub(crate) enum Next {
 }
 
 /// The half of a connection hyper drives.
-pub(crate) struct Io {
-    inner: Rc<RefCell<Inner>>,
+pub(crate) struct Io<S = Socket> {
+    inner: Rc<RefCell<Inner<S>>>,
 }
 
 /// The connection task's handle on the same connection: drives hyper with
-/// [`Flush`] and closes lingering.
-pub(crate) struct Conn {
-    inner: Rc<RefCell<Inner>>,
+/// the flush (`flush.rs`) and closes lingering.
+pub(crate) struct Conn<S = Socket> {
+    inner: Rc<RefCell<Inner<S>>>,
 }
 
 /// Splits a stream into hyper's side and the connection task's side.
-pub(crate) fn split(
-    stream: Socket,
+pub(crate) fn split<S: Transport>(
+    stream: S,
     limits: Limits,
     requests: Rc<Requests>,
     counters: Arc<ShardCounters>,
-) -> (Io, Conn) {
+) -> (Io<S>, Conn<S>) {
     let inner = Rc::new(RefCell::new(Inner {
         stream,
-        recv: vec![0; RECV_BUFFER],
-        start: 0,
-        released: 0,
-        end: 0,
+        recv: RecvBuffer::default(),
         eof: false,
-        grow: false,
         gate: Gate::new(limits.max_header_size),
         fast: true,
         fast_request: None,
@@ -484,9 +390,7 @@ pub(crate) fn split(
         clock: ReadClock::default(),
         read_blocked: false,
         read_deadline: None,
-        out: Vec::new(),
-        sent: 0,
-        send_blocked: None,
+        send: SendBuffer::default(),
         limits,
         requests,
         discarded: 0,
@@ -500,15 +404,56 @@ pub(crate) fn split(
     )
 }
 
-impl Conn {
-    /// Wraps the connection future; see [`Flush`].
-    pub(crate) fn drive<F: Future>(&self, future: F) -> Flush<F> {
-        Flush {
+impl<S: Transport> Conn<S> {
+    /// A second handle on the connection, for the future that drives it
+    /// (`flush.rs`); dropped before [`into_upgraded`](Self::into_upgraded).
+    pub(crate) fn share(&self) -> Conn<S> {
+        Conn {
             inner: self.inner.clone(),
-            future,
-            done: None,
-            sleep: None,
         }
+    }
+
+    /// After the connection future was polled (`done`: it finished): resumes
+    /// a declined upgrade (waking the task), sends buffered output, and says
+    /// when the task must run again.
+    pub(crate) fn after_poll(&self, cx: &mut Context<'_>, done: bool) -> Waits {
+        let mut inner = self.inner.borrow_mut();
+        if !done && inner.resume_declined_upgrade() {
+            // hyper reads again only when woken.
+            cx.waker().wake_by_ref();
+        }
+        let sent = inner.poll_send(cx);
+        if done {
+            // Over; a peer that stopped reading gets nothing more.
+            if sent.is_ready() {
+                return Waits::Finished;
+            }
+            inner.read_deadline = None;
+            inner.read_blocked = false;
+        }
+        // A failed send: hyper sees the error on its next read or write.
+        inner.refresh_read_deadline();
+        let (read, send) = (inner.read_deadline, inner.send_deadline());
+        let Some(deadline) = earliest(read, send) else {
+            return Waits::Wake;
+        };
+        let now = Instant::now();
+        if send.is_some_and(|send| send <= now) {
+            tracing::debug!("client stopped reading the response; closing");
+            return Waits::SendTimedOut;
+        }
+        if deadline > now {
+            Waits::Until(deadline)
+        } else {
+            Waits::Passed
+        }
+    }
+
+    /// The deadline [`after_poll`](Self::after_poll) returned passed (or
+    /// it said [`Waits::Passed`]): the next poll of the connection future
+    /// acts on the blocked read.
+    pub(crate) fn deadline_passed(&self) {
+        self.inner.borrow_mut().read_deadline = None;
     }
 
     /// The fast path's next request; see [`Next`].
@@ -516,15 +461,15 @@ impl Conn {
         self.inner.borrow_mut().poll_head(cx)
     }
 
-    /// Appends to the output, which [`Flush`] sends when the task waits.
+    /// Appends to the output, which the flush (`flush.rs`) sends when the task waits.
     pub(crate) fn write<R>(&self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-        f(&mut self.inner.borrow_mut().out)
+        f(self.inner.borrow_mut().send.out())
     }
 
-    /// Ready when the output is below [`HIGH_WATER`] (sending some if not).
+    /// Ready when the output is below its high-water mark (sending some if not).
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut inner = self.inner.borrow_mut();
-        if inner.buffered() >= HIGH_WATER {
+        if inner.send.is_full() {
             ready!(inner.poll_send(cx))?;
         }
         Poll::Ready(Ok(()))
@@ -554,14 +499,16 @@ impl Conn {
         });
         let _ = crate::time::timeout(LINGER_TIME, discard).await;
     }
+}
 
+impl Conn<Socket> {
     /// After hyper ended the connection on a `101`: the socket, with the
     /// bytes hyper read past the head (`read_buf`) and those the gate held,
     /// for the upgrade task. `None` if hyper's half is still shared.
     pub(crate) fn into_upgraded(self, io: Io, read_buf: Bytes) -> Option<Upgraded> {
         drop(io);
         let inner = Rc::try_unwrap(self.inner).ok()?.into_inner();
-        let held = &inner.recv[inner.start..inner.end];
+        let held = inner.recv.held();
         let unread = if read_buf.is_empty() {
             Bytes::copy_from_slice(held)
         } else {
@@ -580,81 +527,20 @@ impl Conn {
     }
 }
 
-/// How a driven connection ended.
-#[derive(Debug)]
-pub(crate) enum Ended<T> {
-    /// The connection future finished and its output was sent.
-    Done(T),
+/// What the connection needs once its future was polled; see
+/// [`Conn::after_poll`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waits {
+    /// The future is done and all its output was sent.
+    Finished,
+    /// Nothing to time: wait for the next wake-up.
+    Wake,
+    /// Wake up at this instant at the latest (a read or send deadline).
+    Until(Instant),
+    /// A read deadline passed already: poll the future again at once.
+    Passed,
     /// The client took no bytes for the send timeout.
     SendTimedOut,
-}
-
-/// Wraps the connection future: sends buffered output whenever the future
-/// waits and once more when it ends, and wakes it when a deadline passes.
-pub(crate) struct Flush<F: Future> {
-    inner: Rc<RefCell<Inner>>,
-    future: F,
-    done: Option<F::Output>,
-    sleep: Option<ShardSleep>,
-}
-
-impl<F: Future + Unpin> Future for Flush<F>
-where
-    F::Output: Unpin,
-{
-    type Output = Ended<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        // A passed read deadline polls hyper again so the read can act on it.
-        for _ in 0..3 {
-            if this.done.is_none()
-                && let Poll::Ready(output) = Pin::new(&mut this.future).poll(cx)
-            {
-                this.done = Some(output);
-            }
-            let mut inner = this.inner.borrow_mut();
-            if this.done.is_none() && inner.resume_declined_upgrade() {
-                // hyper reads again only when woken.
-                cx.waker().wake_by_ref();
-            }
-            let sent = inner.poll_send(cx);
-            if let Some(output) = this.done.take() {
-                // Over; a peer that stopped reading gets nothing more.
-                if sent.is_ready() {
-                    return Poll::Ready(Ended::Done(output));
-                }
-                this.done = Some(output);
-                inner.read_deadline = None;
-                inner.read_blocked = false;
-            }
-            // A failed send: hyper sees the error on its next read or write.
-            inner.refresh_read_deadline();
-            let (read, send) = (inner.read_deadline, inner.send_deadline());
-            let Some(deadline) = earliest(read, send) else {
-                return Poll::Pending;
-            };
-            let now = Instant::now();
-            if send.is_some_and(|send| send <= now) {
-                tracing::debug!("client stopped reading the response; closing");
-                return Poll::Ready(Ended::SendTimedOut);
-            }
-            if deadline > now {
-                let sleep = match &mut this.sleep {
-                    Some(sleep) => {
-                        sleep.reset(deadline);
-                        sleep
-                    }
-                    None => this.sleep.insert(ShardSleep::new(deadline)),
-                };
-                if Pin::new(sleep).poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-            }
-            inner.read_deadline = None;
-        }
-        Poll::Pending
-    }
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -664,7 +550,7 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-impl Read for Io {
+impl<S: Transport> Read for Io<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -674,7 +560,7 @@ impl Read for Io {
     }
 }
 
-impl Write for Io {
+impl<S: Transport> Write for Io<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -689,23 +575,12 @@ impl Write for Io {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
-        if inner.buffered() >= HIGH_WATER {
+        if inner.send.is_full() {
             ready!(inner.poll_send(cx))?;
         }
         // Take at most up to the high-water mark (hyper writes the rest
-        // later), so a large body is never copied whole into `out`.
-        let mut room = HIGH_WATER.saturating_sub(inner.buffered());
-        let mut accepted = 0;
-        for buf in bufs {
-            let n = buf.len().min(room);
-            inner.out.extend_from_slice(&buf[..n]);
-            accepted += n;
-            room -= n;
-            if room == 0 {
-                break;
-            }
-        }
-        Poll::Ready(Ok(accepted))
+        // later), so a large body is never copied whole.
+        Poll::Ready(Ok(inner.send.accept(bufs)))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -17,11 +17,29 @@
 //! passes, one that trickles slower is cut off about `body read timeout`
 //! after it starts, whatever its size.
 //!
-//! The clock reads time only when a read would block, never per request.
+//! Which of those a blocked read waits for is [`Progress::waiting`]; the
+//! [`ReadClock`] turns it into a deadline. Both are pure and synchronous:
+//! time comes in as `now` (a value, or a function the clock calls only when
+//! it needs the time), so they are tested without sockets or clocks. The
+//! connection's I/O (`io.rs`) reads time only when a read would block (and
+//! when a partial head first arrives), never per request.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 pub(crate) use crate::config::Limits;
+
+/// The error a body read gets when the body stalls or trickles in too slowly.
+#[derive(Debug)]
+pub(crate) struct BodyTimedOut;
+
+impl fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request body stalled or arrived below the minimum rate")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
 
 /// What a connection is waiting for when a read blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +52,42 @@ pub(crate) enum Waiting {
     Body,
     /// The handler or the response: not the client's time.
     Handler,
+}
+
+/// Where a connection's requests stand when a read blocks: what
+/// [`Waiting`] is chosen from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// The framing gate is inside a request body.
+    pub(crate) in_body: bool,
+    /// The framing gate waits for the next head (not inside a request, not
+    /// paused after an upgrade, not closed).
+    pub(crate) at_head: bool,
+    /// Requests whose heads passed and whose responses are not done.
+    pub(crate) open_requests: u64,
+    /// Bytes of the next head arrived, not yet all of it.
+    pub(crate) partial_head: bool,
+    /// A response was already finished on this connection.
+    pub(crate) served_before: bool,
+}
+
+impl Progress {
+    /// What a blocked read waits for: the body first, then the handler
+    /// (a request is open, or the gate is not at a head), then the rest of
+    /// a head, else the next request.
+    pub(crate) fn waiting(&self) -> Waiting {
+        if self.in_body {
+            Waiting::Body
+        } else if !self.at_head || self.open_requests > 0 {
+            Waiting::Handler
+        } else if self.partial_head {
+            Waiting::Head
+        } else {
+            Waiting::Idle {
+                served_before: self.served_before,
+            }
+        }
+    }
 }
 
 /// What to do about a blocked read.
@@ -73,17 +127,18 @@ struct BodyClock {
 }
 
 impl ReadClock {
-    /// A read is about to be tried: closes the current wait, if any.
-    pub(crate) fn on_retry(&mut self) {
+    /// A read is about to be tried: closes the current wait, if any (`now`
+    /// is called only then).
+    pub(crate) fn on_retry(&mut self, now: impl FnOnce() -> Instant) {
         if let Some(since) = self.body.waiting_since.take() {
-            self.body.waited += since.elapsed();
+            self.body.waited += now().saturating_duration_since(since);
         }
     }
 
-    /// Bytes of a partial head arrived.
-    pub(crate) fn on_head_bytes(&mut self) {
+    /// Bytes of a partial head arrived (`now` is called for the first only).
+    pub(crate) fn on_head_bytes(&mut self, now: impl FnOnce() -> Instant) {
         if self.head_started.is_none() {
-            self.head_started = Some(Instant::now());
+            self.head_started = Some(now());
         }
     }
 
@@ -262,6 +317,104 @@ mod tests {
         slow.on_body_bytes(50);
         slow.body.waited = secs(2.0);
         assert_eq!(slow.on_block(Waiting::Body, &l, t0), Verdict::BodyExpired);
+    }
+
+    #[test]
+    fn a_blocked_read_waits_for_the_body_then_the_handler_then_a_head() {
+        let at_head = Progress {
+            at_head: true,
+            ..Progress::default()
+        };
+        assert_eq!(
+            at_head.waiting(),
+            Waiting::Idle {
+                served_before: false
+            }
+        );
+        let kept = Progress {
+            served_before: true,
+            ..at_head
+        };
+        assert_eq!(
+            kept.waiting(),
+            Waiting::Idle {
+                served_before: true
+            }
+        );
+        let partial = Progress {
+            partial_head: true,
+            ..kept
+        };
+        assert_eq!(partial.waiting(), Waiting::Head);
+        // A pipelined head behind an open request is the handler's time.
+        let behind = Progress {
+            open_requests: 1,
+            ..partial
+        };
+        assert_eq!(behind.waiting(), Waiting::Handler);
+        // Paused after an upgrade request, or closed after a refusal.
+        let not_at_head = Progress {
+            at_head: false,
+            ..at_head
+        };
+        assert_eq!(not_at_head.waiting(), Waiting::Handler);
+        let body = Progress {
+            in_body: true,
+            at_head: false,
+            open_requests: 1,
+            ..Progress::default()
+        };
+        assert_eq!(body.waiting(), Waiting::Body);
+    }
+
+    #[test]
+    fn the_head_clock_starts_at_the_first_partial_bytes_only() {
+        let (l, t0) = (limits(), Instant::now());
+        let mut clock = ReadClock::default();
+        clock.on_block(
+            Waiting::Idle {
+                served_before: true,
+            },
+            &l,
+            t0,
+        );
+        clock.on_head_bytes(|| t0 + secs(1.0));
+        clock.on_head_bytes(|| panic!("the head clock already started"));
+        assert_eq!(
+            clock.on_block(Waiting::Head, &l, t0 + secs(1.5)),
+            Verdict::Until(t0 + secs(3.0))
+        );
+        // A whole head restarts everything.
+        clock.on_head();
+        assert_eq!(clock.head_started, None);
+    }
+
+    #[test]
+    fn only_time_spent_waiting_for_body_bytes_counts_against_the_rate() {
+        let (l, t0) = (limits(), Instant::now());
+        let mut clock = ReadClock::default();
+        clock.on_head();
+        // No wait open: retrying reads no time.
+        clock.on_retry(|| panic!("no wait to close"));
+        // Wait 0.6 s, get 10 bytes (0.1 s earned), wait again.
+        assert_eq!(
+            clock.on_block(Waiting::Body, &l, t0),
+            Verdict::Until(t0 + secs(1.0))
+        );
+        clock.on_retry(|| t0 + secs(0.6));
+        clock.on_body_bytes(10);
+        // Handler time between waits does not count.
+        let again = t0 + secs(5.0);
+        // 1 s grace + 0.1 s earned - 0.6 s waited = 0.5 s left.
+        assert_eq!(
+            clock.on_block(Waiting::Body, &l, again),
+            Verdict::Until(again + secs(0.5))
+        );
+        clock.on_retry(|| again + secs(0.5));
+        assert_eq!(
+            clock.on_block(Waiting::Body, &l, again + secs(0.5)),
+            Verdict::BodyExpired
+        );
     }
 
     #[test]

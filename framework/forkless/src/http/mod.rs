@@ -53,22 +53,30 @@
 //! (a WebSocket) to a task of the handler's, on the same shard.
 
 mod accept;
+mod admission;
 mod body;
 mod body_read;
+mod connection;
 pub(crate) mod context;
+mod drain;
 mod fast;
+mod fast_parse;
+mod flush;
 mod framing;
 mod handler;
 mod incoming;
 mod io;
 pub(crate) mod limits;
+mod recv;
 mod requests;
 mod response;
+mod send;
 mod server;
 mod service;
 mod socket;
 mod timeout;
 pub(crate) mod tower;
+mod transport;
 pub mod upgrade;
 
 pub use body::{Body, BoxError};
