@@ -15,6 +15,7 @@ pub(crate) mod control;
 mod core;
 mod counters;
 pub(crate) mod cpus;
+pub(crate) mod handoff;
 mod id;
 pub(crate) mod latch;
 pub(crate) mod listener;
