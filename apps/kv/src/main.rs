@@ -27,6 +27,14 @@
 //! answered with the owner's reply; each shard runs one task that serves the
 //! calls of the others. `/stats` is a map-reduce over all shards. Responses to
 //! key requests carry `x-kv-owner: <shard>` beside the framework's `x-shard`.
+//!
+//! A rolling reload (SIGHUP) keeps every map: each new incarnation inherits
+//! its predecessor's map before it serves or receives on the bus, and the
+//! predecessor, once it has handed the map over, forwards every command for
+//! its keys over the bus to its own shard id, which reaches the new owner.
+//! So no acknowledged write is lost and no read is stale across reloads.
+//! On shutdown every shard keeps answering the bus until all have drained,
+//! so a forwarded request in flight at SIGTERM is answered.
 
 mod key;
 mod store;
@@ -44,6 +52,12 @@ const MAX_VALUE: usize = 1024 * 1024;
 
 #[shard_main(listen = "127.0.0.1:8080")]
 async fn main(shard: Shard) -> Result<(), forkless::Error> {
+    // First: the map of the incarnation a rolling reload replaces with this
+    // one (commands for this shard queue for us meanwhile).
+    if let Some(map) = shard.inherit::<store::Map>().await {
+        store::adopt(map);
+    }
+    forkless::spawn(store::hand_over_when_replaced(shard.clone())).detach();
     let bus = shard.bus_with_reply::<Command, Outcome>();
     forkless::spawn(store::serve_foreign(bus.clone())).detach();
     let this = shard.clone();
@@ -92,10 +106,13 @@ async fn key_request(
         _ => return method_not_allowed("GET, PUT, DELETE"),
     };
     let owner = command.key().owner(shard.count());
-    let outcome = if owner == shard.id() {
+    // After a hand-over the map is the successor's: the bus reaches it.
+    let outcome = if owner == shard.id() && store::owns_map() {
         store::apply(command)
     } else {
-        store::count_forward();
+        if owner != shard.id() {
+            store::count_forward();
+        }
         match bus.call(owner, command).await {
             Ok(outcome) => outcome,
             Err(error) => {

@@ -4,6 +4,11 @@
 //! Everything here lives in a `thread_local!`: a shard is one thread, so the
 //! map needs no lock, and the `/stats` map-reduce (which runs a closure on
 //! each shard) can reach it without being handed a reference.
+//!
+//! Across a rolling reload the map moves: the replaced incarnation hands it
+//! to its successor when asked ([`hand_over_when_replaced`]), in one poll,
+//! and from then on forwards every command to its own shard id over the
+//! bus, which delivers to the successor ([`owns_map`] says which applies).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -47,9 +52,14 @@ pub(crate) struct ShardStats {
     pub(crate) forwarded: u64,
 }
 
+/// One shard's keys and values.
+pub(crate) type Map = HashMap<Key, Bytes>;
+
 #[derive(Default)]
 struct Store {
-    map: RefCell<HashMap<Key, Bytes>>,
+    map: RefCell<Map>,
+    /// The map went to the incarnation that replaced this one.
+    handed_over: Cell<bool>,
     requests: Cell<u64>,
     forwarded: Cell<u64>,
 }
@@ -89,12 +99,47 @@ pub(crate) fn apply(command: Command) -> Outcome {
 }
 
 /// Serves the commands other shards forward to this one, forever (the task
-/// ends with its shard).
+/// ends with its shard). After a hand-over each goes on to the successor.
 pub(crate) async fn serve_foreign(bus: Bus<Command, Outcome>) {
     loop {
         let call = bus.recv().await;
         let (_from, command, reply) = call.into_parts();
-        reply.send(apply(command));
+        if owns_map() {
+            reply.send(apply(command));
+        } else if let Ok(outcome) = bus.call(bus.shard(), command).await {
+            reply.send(outcome);
+        }
+        // Otherwise the reply is dropped: the caller sees the call fail
+        // rather than an answer from a map that is not the owner's.
+    }
+}
+
+/// Whether this incarnation still owns its map (it has not handed it over).
+pub(crate) fn owns_map() -> bool {
+    STORE.with(|store| !store.handed_over.get())
+}
+
+/// Takes the map the replaced incarnation handed over.
+pub(crate) fn adopt(map: Map) {
+    STORE.with(|store| *store.map.borrow_mut() = map);
+}
+
+/// Waits for a successor to ask for the map and hands it over, in one poll
+/// (no command sees it half moved); keeps it if the successor gave up.
+pub(crate) async fn hand_over_when_replaced(shard: Shard) {
+    loop {
+        shard.replaced().await;
+        let handed = STORE.with(|store| {
+            let map = store.map.take();
+            match shard.hand_over(map) {
+                Ok(()) => store.handed_over.set(true),
+                Err(map) => *store.map.borrow_mut() = map,
+            }
+            store.handed_over.get()
+        });
+        if handed {
+            return;
+        }
     }
 }
 

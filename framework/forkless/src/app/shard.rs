@@ -9,6 +9,7 @@
 //! | [`bus`](Shard::bus), [`bus_with_reply`](Shard::bus_with_reply) | typed messages to other shards and the coordinator | bus |
 //! | [`run_on`](Shard::run_on), [`map_reduce`](Shard::map_reduce) | run a closure on another shard, or on all | bus |
 //! | [`serve`](Shard::serve), [`serve_tower`](Shard::serve_tower) | HTTP on every listen address | http |
+//! | [`inherit`](Shard::inherit), [`replaced`](Shard::replaced), [`hand_over`](Shard::hand_over) | shard-local state handed from a replaced incarnation to its successor (rolling reload) | shard (`handoff.rs`) |
 //!
 //! Naming: "this shard" is [`Shard::id`] everywhere ([`Bus::shard`](crate::bus::Bus::shard),
 //! [`ShardContext::id`](crate::http::ShardContext::id)); "how many shards" is
@@ -187,6 +188,102 @@ impl Shard {
             acc = reduce(acc, result?);
         }
         Ok(acc)
+    }
+
+    /// The state the incarnation this one replaces hands over, if any: on
+    /// the new incarnation of a rolling reload, before it serves.
+    ///
+    /// Asks the predecessor (only when a reload started this incarnation
+    /// and the predecessor still runs and waits in [`replaced`](Self::replaced))
+    /// and waits for its [`hand_over`](Self::hand_over). `None` at first
+    /// start, after a crash, when the predecessor never calls `replaced`,
+    /// ends without handing anything over, hands over another type, or
+    /// takes longer than half `--upgrade-timeout` (the reload's wait for
+    /// this incarnation to listen). Call it before serving and before
+    /// receiving on the bus: messages for this shard queue for this
+    /// incarnation meanwhile. See the "shard-local state" section of
+    /// `docs/operations.md` for the whole pattern.
+    ///
+    /// ```no_run
+    /// use std::collections::HashMap;
+    ///
+    /// # async fn example(shard: forkless::Shard) {
+    /// let map: HashMap<String, String> = shard.inherit().await.unwrap_or_default();
+    /// # let _ = map;
+    /// # }
+    /// ```
+    pub async fn inherit<T: Send + 'static>(&self) -> Option<T> {
+        let core = &self.inner.core;
+        let predecessor = core.predecessor?;
+        let me = core.incarnation;
+        if !core.handoff.ask(me, predecessor) {
+            return None;
+        }
+        let wait = core.config.upgrade_timeout / 2;
+        let received = crate::time::timeout(wait, core.handoff.receive(me, predecessor)).await;
+        let state = match received {
+            Some(state) => state,
+            // Too late: nothing may be handed over any more.
+            None => core.handoff.withdraw(me),
+        }?;
+        state.downcast::<T>().ok().map(|state| *state)
+    }
+
+    /// Resolves when a successor (the new incarnation of a rolling reload)
+    /// asks this incarnation for its state; answer with
+    /// [`hand_over`](Self::hand_over) at once, in the same poll (no
+    /// `.await` between), so no work sees the state half moved.
+    ///
+    /// Waiting in `replaced` is what makes this incarnation one that hands
+    /// over: [`inherit`](Self::inherit) on a successor gives up at once on
+    /// a predecessor that never waited here. Cancel-safe; it may resolve
+    /// at most once per successor.
+    ///
+    /// ```no_run
+    /// use std::cell::RefCell;
+    /// use std::collections::HashMap;
+    /// use std::rc::Rc;
+    ///
+    /// # async fn example(shard: forkless::Shard) {
+    /// let map: Rc<RefCell<HashMap<String, String>>> = Rc::default();
+    /// let (this, state) = (shard.clone(), map.clone());
+    /// forkless::spawn(async move {
+    ///     this.replaced().await;
+    ///     let taken = std::mem::take(&mut *state.borrow_mut());
+    ///     if this.hand_over(taken).is_ok() {
+    ///         // From now on the successor owns the state: forward work to
+    ///         // `this.id()` over the bus, which reaches the successor.
+    ///     }
+    /// })
+    /// .detach();
+    /// # }
+    /// ```
+    pub async fn replaced(&self) {
+        let core = &self.inner.core;
+        core.handoff.replaced(core.incarnation).await;
+    }
+
+    /// Hands `state` to the successor that asked for it (after
+    /// [`replaced`](Self::replaced) resolved); once.
+    ///
+    /// `Err(state)` gives it back when no successor waits for it any more
+    /// (none asked, it gave up, or it already got a value): this
+    /// incarnation still owns it. After `Ok`, this incarnation must not use
+    /// the state: send work for it to [`id`](Self::id) over the bus, which
+    /// delivers to the successor (the owner of the shard's inbox).
+    ///
+    /// ```no_run
+    /// # async fn example(shard: forkless::Shard) {
+    /// shard.replaced().await;
+    /// match shard.hand_over(vec![1_u8, 2, 3]) {
+    ///     Ok(()) => { /* forward from now on */ }
+    ///     Err(_kept) => { /* still ours */ }
+    /// }
+    /// # }
+    /// ```
+    pub fn hand_over<T: Send + 'static>(&self, state: T) -> Result<(), T> {
+        let core = &self.inner.core;
+        core.handoff.hand_over(core.incarnation, state)
     }
 
     /// Serves HTTP with `handler` on every listen address until shutdown,

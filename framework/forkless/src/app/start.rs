@@ -6,6 +6,14 @@
 //! and closes the incarnation's bus inbox and balance row when the thread
 //! ends, however it ends, so senders see `Closed` and no connection is
 //! handed to it any more.
+//!
+//! The shutdown barrier: when the shard function returns after the
+//! coordinator said stop, the body reports [`Report::Drained`] and stays
+//! pending (so every task the app spawned, its bus receivers and `run_on`
+//! jobs keep running) until the coordinator sends [`Command::Release`]
+//! (every shard has drained, or a reload replaced this incarnation) or is
+//! gone. A shard function that returns on its own, unasked, ends the
+//! incarnation at once, as before.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -17,7 +25,7 @@ use super::run_on::serve_jobs;
 use crate::bus::ShardBus;
 use crate::coordinator::{ShardParts, Starter};
 use crate::shard::ShardCore;
-use crate::shard::control::Command;
+use crate::shard::control::{Command, Report};
 use crate::shard::latch::Latch;
 use crate::shard::thread::{self, ThreadSpec};
 
@@ -61,6 +69,7 @@ where
             reporter: parts.reporter.clone(),
         };
         let (registry, balance) = (parts.registry.clone(), parts.balance.clone());
+        let handoff = parts.handoff.clone();
         let (id, incarnation) = (parts.id, parts.incarnation);
         let shard_fn = shard_fn.clone();
         thread::spawn(
@@ -69,6 +78,7 @@ where
             move || {
                 registry.retire(id, incarnation);
                 balance.retire(id, incarnation);
+                handoff.ended(incarnation);
             },
         )
     })
@@ -93,6 +103,8 @@ where
         counters,
         registry,
         balance,
+        handoff,
+        predecessor,
     } = parts;
     let bus = Rc::new(ShardBus::new(
         id,
@@ -111,31 +123,46 @@ where
         stopping: Latch::new(),
         balance,
         reporter,
+        handoff,
+        predecessor,
     });
     let (adopted_tx, adopted) = flume::unbounded();
+    let released = Latch::new();
     crate::spawn(listen_for_commands(
         control,
         core.stopping.clone(),
+        released.clone(),
         adopted_tx,
     ))
     .detach();
+    let stopping = core.stopping.clone();
+    let reporter = core.reporter.clone();
     let shard = Shard::new(core, bus, listen, adopted);
     crate::spawn(serve_jobs(shard.clone())).detach();
-    shard_fn(shard).await.into_result()
+    let outcome = shard_fn(shard).await.into_result();
+    if stopping.is_set() {
+        reporter.report(Report::Drained);
+        released.wait().await;
+    }
+    outcome
 }
 
 async fn listen_for_commands(
     control: flume::Receiver<Command>,
     stopping: Latch,
+    released: Latch,
     adopted: flume::Sender<std::net::TcpStream>,
 ) {
-    // A closed channel means the coordinator is gone: stop as well.
+    // A closed channel means the coordinator is gone: stop (and let go)
+    // as well.
     while let Ok(command) = control.recv_async().await {
         match command {
             Command::Stop => stopping.set(),
+            Command::Release => released.set(),
             // Dropped (closed) when this shard serves no HTTP.
             Command::Adopt(stream) => drop(adopted.send(stream)),
         }
     }
     stopping.set();
+    released.set();
 }

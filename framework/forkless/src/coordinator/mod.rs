@@ -61,6 +61,7 @@ use crate::bus::mesh::Registry;
 use crate::error::ErrorKind;
 use crate::shard::balance::Balance;
 use crate::shard::control::{Command, Report, Reporter};
+use crate::shard::handoff::Handoff;
 use crate::shard::{self, ShardCounters, ShardId};
 use crate::{Config, Error, Shards};
 use board::Board;
@@ -108,6 +109,10 @@ pub(crate) struct ShardParts {
     pub(crate) counters: Arc<ShardCounters>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) balance: Arc<Balance>,
+    /// The shard's hand-off slot (the same for every incarnation).
+    pub(crate) handoff: Arc<Handoff>,
+    /// The incarnation this one replaces, when a rolling reload started it.
+    pub(crate) predecessor: Option<u32>,
 }
 
 /// Starts a shard incarnation's thread (the layers above supply it: it

@@ -28,6 +28,7 @@ use super::{Event, ShardParts, Starter, listen, standin, systemd, upgrade};
 use crate::bus::mesh::Registry;
 use crate::shard::balance::Balance;
 use crate::shard::control::{Command, Report, Reporter};
+use crate::shard::handoff::Handoff;
 use crate::shard::{ShardCounters, ShardId};
 use crate::{Config, Error};
 
@@ -51,6 +52,8 @@ pub(super) struct Slot {
     running: Vec<Running>,
     /// Accepts on its sockets while no incarnation of it listens.
     standin: Option<standin::StandIn>,
+    /// Where a replaced incarnation hands its state to its successor.
+    handoff: Arc<Handoff>,
 }
 
 impl Slot {
@@ -60,6 +63,7 @@ impl Slot {
             sockets,
             running: Vec::new(),
             standin: None,
+            handoff: Arc::default(),
         }
     }
 
@@ -170,7 +174,7 @@ impl Shell {
                     Cause::Restart => self.board.count_restart(shard),
                     Cause::Reload => self.board.count_reload(shard),
                 }
-                if let Err(error) = self.spawn(shard, incarnation) {
+                if let Err(error) = self.spawn(shard, incarnation, cause) {
                     let failed = Input::SpawnFailed {
                         shard,
                         incarnation,
@@ -183,6 +187,12 @@ impl Shell {
                 if let Some(running) = self.slot(shard).and_then(|s| s.find(incarnation)) {
                     // A closed channel means its thread is already ending.
                     let _ = running.control.send(Command::Stop);
+                }
+            }
+            Action::Release { shard, incarnation } => {
+                if let Some(running) = self.slot(shard).and_then(|s| s.find(incarnation)) {
+                    // A closed channel means its thread is already ending.
+                    let _ = running.control.send(Command::Release);
                 }
             }
             Action::Forget { shard, incarnation } => self.forget(shard, incarnation),
@@ -255,7 +265,7 @@ impl Shell {
     }
 
     /// Starts incarnation `number` of shard `id`, and publishes its fork.
-    fn spawn(&mut self, id: ShardId, number: u32) -> Result<(), Error> {
+    fn spawn(&mut self, id: ShardId, number: u32, cause: Cause) -> Result<(), Error> {
         let count = self.registry.shards();
         let Some(slot) = self.shards.get_mut(id.get()) else {
             return Err(Error::config(format!("no shard {id}")));
@@ -267,6 +277,10 @@ impl Shell {
             .collect::<Result<Vec<_>, _>>()?;
         let counters = Arc::new(ShardCounters::default());
         let (control, control_rx) = flume::unbounded();
+        // The incarnation a reload replaces still runs: the newest before this.
+        let predecessor = (cause == Cause::Reload)
+            .then(|| slot.running.iter().map(|r| r.number).max())
+            .flatten();
         let events = self.events_tx.clone();
         let parts = ShardParts {
             id,
@@ -289,15 +303,19 @@ impl Shell {
             counters: counters.clone(),
             registry: self.registry.clone(),
             balance: self.balance.clone(),
+            handoff: slot.handoff.clone(),
+            predecessor,
         };
         self.registry.activate(id, number);
         self.board.attach(id, number, counters.clone());
+        slot.handoff.started(number);
         let thread = match (self.starter)(parts) {
             Ok(thread) => thread,
             Err(e) => {
                 self.board.detach(id, number);
                 self.registry.retire(id, number);
                 self.balance.retire(id, number);
+                slot.handoff.ended(number);
                 return Err(Error::io("cannot start a shard thread", e));
             }
         };
@@ -467,6 +485,7 @@ fn input(event: Event) -> Input<std::net::TcpStream> {
         Event::Shard(shard, incarnation, Report::Listening) => {
             Input::Listening { shard, incarnation }
         }
+        Event::Shard(shard, incarnation, Report::Drained) => Input::Drained { shard, incarnation },
         Event::Shard(shard, incarnation, Report::Exited(exit)) => Input::Exited {
             shard,
             incarnation,

@@ -18,6 +18,9 @@ pub(crate) enum Command {
     Stop,
     /// Serve this connection, accepted for a shard that is down.
     Adopt(std::net::TcpStream),
+    /// Every shard has drained (or this incarnation was replaced): its
+    /// remaining tasks (bus receivers, `run_on` jobs) may end.
+    Release,
 }
 
 /// What a shard incarnation tells the coordinator.
@@ -27,6 +30,9 @@ pub(crate) enum Report {
     Online,
     /// The shard accepts connections.
     Listening,
+    /// Told to stop, its shard function returned: it has no connection
+    /// left, but keeps serving the bus until [`Command::Release`].
+    Drained,
     /// The shard's thread is about to end.
     Exited(Exit),
 }

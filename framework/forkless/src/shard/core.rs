@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::balance::Balance;
 use super::control::{Report, Reporter};
+use super::handoff::Handoff;
 use super::latch::Latch;
 use super::{ShardCounters, ShardId};
 use crate::Config;
@@ -29,6 +30,11 @@ pub(crate) struct ShardCore {
     /// Open connections per shard, for the accept-side hand-off.
     pub(crate) balance: Arc<Balance>,
     pub(crate) reporter: Reporter,
+    /// The shard's hand-off slot, shared by all its incarnations.
+    pub(crate) handoff: Arc<Handoff>,
+    /// The incarnation a rolling reload is replacing with this one, still
+    /// running when this one started (`None` at first start or a restart).
+    pub(crate) predecessor: Option<u32>,
 }
 
 impl ShardCore {

@@ -16,6 +16,7 @@ mod core;
 mod counters;
 pub(crate) mod cpus;
 pub(crate) mod crash;
+pub(crate) mod handoff;
 mod id;
 pub(crate) mod latch;
 pub(crate) mod listener;

@@ -110,6 +110,13 @@ impl Driver {
         });
     }
 
+    pub(super) fn drained(&mut self, shard: usize, incarnation: u32) {
+        self.feed(Input::Drained {
+            shard: id(shard),
+            incarnation,
+        });
+    }
+
     pub(super) fn exit(&mut self, shard: usize, incarnation: u32, exit: Exit) {
         self.feed(Input::Exited {
             shard: id(shard),
@@ -142,6 +149,17 @@ pub(super) fn stops(actions: &[Action<Orphan>]) -> Vec<(usize, u32)> {
         .iter()
         .filter_map(|a| match a {
             Action::Stop { shard, incarnation } => Some((shard.get(), *incarnation)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `(shard, incarnation)` of every release in `actions`.
+pub(super) fn releases(actions: &[Action<Orphan>]) -> Vec<(usize, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Release { shard, incarnation } => Some((shard.get(), *incarnation)),
             _ => None,
         })
         .collect()

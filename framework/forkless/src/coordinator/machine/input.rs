@@ -39,6 +39,9 @@ pub(crate) enum Input<O> {
     Online { shard: ShardId, incarnation: u32 },
     /// It accepts connections.
     Listening { shard: ShardId, incarnation: u32 },
+    /// Told to stop, it has drained its connections and waits for
+    /// [`Action::Release`], serving the bus meanwhile.
+    Drained { shard: ShardId, incarnation: u32 },
     /// Its thread ended.
     Exited {
         shard: ShardId,
@@ -120,6 +123,9 @@ pub(crate) enum Action<O> {
     },
     /// Tell the incarnation to stop accepting and finish.
     Stop { shard: ShardId, incarnation: u32 },
+    /// Let the drained incarnation's remaining tasks end (the shutdown
+    /// barrier is passed, or a reload replaced it).
+    Release { shard: ShardId, incarnation: u32 },
     /// The incarnation ended: join its thread, keep what it counted.
     Forget { shard: ShardId, incarnation: u32 },
     /// A reload gave up: the incarnation it replaced (forked at `since`)

@@ -18,9 +18,16 @@
 //!   first failure if there was one.
 //! - [`Action::Exit`] is the last action: inputs after it are ignored.
 //!
+//! - The shutdown barrier: an incarnation told to stop reports
+//!   [`Input::Drained`] once its connections are done and keeps serving the
+//!   bus until [`Action::Release`]. While the process stops, every drained
+//!   incarnation is released once every running one has drained (or
+//!   exited); one a reload replaced is released at once (its shard's inbox
+//!   belongs to its successor). The shutdown deadline still forces the exit.
+//!
 //! Restarts follow [`Deaths`] (`policy.rs`); a rolling reload is
-//! `reload.rs`; a shutdown `stop.rs`; a binary upgrade `upgrade.rs`;
-//! orphaned connections `orphans.rs`.
+//! `reload.rs`; a shutdown and its barrier `stop.rs`; a binary upgrade
+//! `upgrade.rs`; orphaned connections `orphans.rs`.
 
 mod input;
 mod orphans;
@@ -28,6 +35,8 @@ mod reload;
 mod stop;
 mod upgrade;
 
+#[cfg(test)]
+mod barrier_tests;
 #[cfg(test)]
 mod driver;
 #[cfg(test)]
@@ -55,6 +64,10 @@ use upgrade::Upgrade;
 struct Life {
     number: u32,
     listening: bool,
+    /// Told to stop, it drained and waits to be released.
+    drained: bool,
+    /// [`Action::Release`] was sent to it.
+    released: bool,
     /// When it was spawned.
     since: Instant,
     cause: Cause,
@@ -180,6 +193,7 @@ impl<O> Machine<O> {
                 self.publish(shard, incarnation, LifecycleKind::Online);
             }
             Input::Listening { shard, incarnation } => self.on_listening(shard, incarnation, now),
+            Input::Drained { shard, incarnation } => self.on_drained(shard, incarnation),
             Input::Exited {
                 shard,
                 incarnation,
@@ -260,12 +274,14 @@ impl<O> Machine<O> {
         self.push(Action::Exit(outcome));
     }
 
-    /// After an input's actions: announce the first time every running
-    /// shard listens, exit once no incarnation is left.
+    /// After an input's actions: release drained incarnations the barrier
+    /// no longer holds, announce the first time every running shard
+    /// listens, exit once no incarnation is left.
     fn settle(&mut self) {
         if self.exited {
             return;
         }
+        self.release_drained();
         if self.woken
             && !self.announced
             && self
@@ -299,6 +315,8 @@ impl<O> Machine<O> {
         state.current = Some(Life {
             number,
             listening: false,
+            drained: false,
+            released: false,
             since: now,
             cause,
         });

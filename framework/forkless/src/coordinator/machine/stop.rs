@@ -1,6 +1,13 @@
 //! Graceful shutdown: a signal, the app, a failure or a finished binary
 //! upgrade stops every incarnation; a second signal, or the shutdown
 //! deadline (`--shutdown-timeout`), forces the exit (`ShutdownForced`).
+//!
+//! The barrier: an incarnation that has drained its connections keeps
+//! serving the bus (its receivers, `run_on` jobs, calls) until every running
+//! incarnation has drained or exited, so cross-shard work that a draining
+//! shard still sends completes; then all are released together. A replaced
+//! incarnation (rolling reload) is released as soon as it drains: its
+//! successor owns the shard's inbox, so nothing new reaches it.
 
 use std::time::Instant;
 
@@ -46,6 +53,54 @@ impl<O> Machine<O> {
         }
         for (shard, incarnation) in stopped {
             self.publish(shard, incarnation, LifecycleKind::Disconnect);
+        }
+    }
+}
+
+impl<O> Machine<O> {
+    /// Incarnation `number` of `id` drained; [`settle`](Machine::settle)
+    /// decides when it is released.
+    pub(super) fn on_drained(&mut self, id: ShardId, number: u32) {
+        let Some(state) = self.shards.get_mut(id.get()) else {
+            return;
+        };
+        let life = state
+            .current
+            .iter_mut()
+            .chain(state.retiring.iter_mut())
+            .find(|life| life.number == number);
+        if let Some(life) = life {
+            life.drained = true;
+        }
+    }
+
+    /// Releases drained incarnations: while stopping, all of them once
+    /// every running incarnation has drained; otherwise the replaced ones.
+    pub(super) fn release_drained(&mut self) {
+        let stopping = self.stopping();
+        let barrier_passed = stopping
+            && self
+                .shards
+                .iter()
+                .all(|s| s.current.iter().chain(&s.retiring).all(|life| life.drained));
+        let mut released = Vec::new();
+        for (index, state) in self.shards.iter_mut().enumerate() {
+            let replaced = state.retiring.iter_mut().map(|life| (life, true));
+            let current = state.current.iter_mut().map(|life| (life, false));
+            for (life, retiring) in current.chain(replaced) {
+                let free = barrier_passed || (retiring && !stopping);
+                if life.drained && !life.released && free {
+                    life.released = true;
+                    released.push((ShardId::new(index), life.number));
+                }
+            }
+        }
+        if barrier_passed && !released.is_empty() {
+            let text = "every shard has drained: releasing them".to_owned();
+            self.log(Level::DEBUG, text);
+        }
+        for (shard, incarnation) in released {
+            self.push(Action::Release { shard, incarnation });
         }
     }
 }
