@@ -106,7 +106,7 @@ pub(crate) async fn serve_foreign(bus: Bus<Command, Outcome>) {
         let (_from, command, reply) = call.into_parts();
         if owns_map() {
             reply.send(apply(command));
-        } else if let Ok(outcome) = bus.call(bus.shard(), command).await {
+        } else if let Ok(outcome) = bus.call(bus.id(), command).await {
             reply.send(outcome);
         }
         // Otherwise the reply is dropped: the caller sees the call fail
