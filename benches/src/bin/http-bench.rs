@@ -1,7 +1,8 @@
-//! http-bench: forkless `hello` against tokio+hyper, actix-web, may-minihttp
-//! and Node cluster, in one interleaved run (every round measures every
-//! server in turn), reporting medians over the rounds as markdown tables and
-//! an SVG chart.
+//! http-bench: forkless `hello` against tokio+hyper, actix-web, may-minihttp,
+//! Node cluster and the floor (no framework: raw io_uring, raw epoll), in
+//! one interleaved run (every round measures every server in turn),
+//! reporting medians over the rounds as markdown tables and an SVG chart,
+//! then syscalls and io_uring submissions per request (`perf stat`).
 //!
 //! Run with: `cargo run --release -p forkless-benches --bin http-bench -- [--quick]`
 //!
@@ -10,7 +11,9 @@
 //! `--no-build` (use the release binaries already built).
 //! Needs `taskset` (util-linux) and, for the non-pipelined load, `wrk`
 //! (`apt-get install -y wrk`; without it the built-in generator is used);
-//! the Node peer runs when `node` is on `PATH`. See docs/benchmarks.md.
+//! the Node peer runs when `node` is on `PATH`; syscalls are counted when
+//! `perf` can count tracepoints (`apt-get install -y linux-perf`, as root).
+//! See docs/benchmarks.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 use forkless_benches::http::measure::{self, Mode, Setup};
 use forkless_benches::http::results::Results;
 use forkless_benches::http::server::{self, Binaries, Peer};
-use forkless_benches::http::{chart, mixed, stats, wrk};
+use forkless_benches::http::{chart, mixed, stats, syscalls, wrk};
 
 /// Connections of the per-core non-pipelined load (whole machine: twice).
 const CONNECTIONS: usize = 64;
@@ -238,6 +241,45 @@ fn run() -> Result<(), String> {
             }
         }
     }
+    match syscalls::probe() {
+        Ok(()) => {
+            for mode in [Mode::PerCore, Mode::Pipelined] {
+                for &peer in &peers {
+                    check(&stop)?;
+                    eprint!(
+                        "  {:<24} {:<13}",
+                        format!("syscalls, {}", mode.name()),
+                        peer.name()
+                    );
+                    match syscalls::measure(&setup, peer, mode) {
+                        Ok(counts) => {
+                            eprintln!(
+                                " {:.2} syscalls/request, {:.2} io_uring_enter, {:.2} SQEs",
+                                counts.per_request(counts.total),
+                                counts.per_request(counts.enters),
+                                counts.per_request(counts.submissions)
+                            );
+                            results
+                                .syscalls
+                                .entry((mode, peer))
+                                .or_default()
+                                .push(counts);
+                        }
+                        Err(e) => fail(
+                            &mut results,
+                            options.rounds - 1,
+                            &format!("syscalls {} {}", mode.name(), peer.name()),
+                            e,
+                        ),
+                    }
+                }
+            }
+        }
+        Err(why) => {
+            eprintln!("  syscalls per request not counted: {why}");
+            notes.push(format!("syscalls per request were not counted: {why}."));
+        }
+    }
     let load_after = load_average();
 
     let chart_path = options.chart.clone().unwrap_or_else(|| {
@@ -282,8 +324,14 @@ fn run() -> Result<(), String> {
     println!("{}", results.mixed_table());
     println!("### forkless balance over shards (by `x-shard`)\n");
     println!("{}", results.balance_table());
+    println!(
+        "### Syscalls and io_uring submissions per request (per core, `perf stat` over one window of up to 3 s)\n"
+    );
+    println!("{}", results.syscalls_table());
     println!("### Goals (issue #6)\n");
     println!("{}", results.goals_table(cpus));
+    println!("### Goals (issue #16: the floor)\n");
+    println!("{}", results.floor_goals_table());
     if !results.failures.is_empty() {
         println!("### Failed measurements\n");
         for failure in &results.failures {
