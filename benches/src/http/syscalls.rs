@@ -252,7 +252,8 @@ impl Perf {
             .map_err(|e| format!("perf control: {e}"))?;
         let deadline = Instant::now() + PERF_TIMEOUT;
         let mut got = Vec::new();
-        while !got.ends_with(b"\n") {
+        // perf answers "ack\n" (followed by a NUL).
+        while !got.contains(&b'\n') {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(format!("perf did not acknowledge {command:?}"));
