@@ -1,16 +1,20 @@
-//! http-bench: forkless `hello` against tokio+hyper, actix-web, may-minihttp
-//! and Node cluster, in one interleaved run (every round measures every
-//! server in turn), reporting medians over the rounds as markdown tables and
-//! an SVG chart.
+//! http-bench: forkless `hello` against tokio+hyper, actix-web, may-minihttp,
+//! Node cluster and the floor (no framework: raw io_uring, raw epoll), in
+//! one interleaved run (every round measures every server in turn),
+//! reporting medians over the rounds as markdown tables and an SVG chart,
+//! then syscalls and io_uring submissions per request (`perf stat`).
 //!
 //! Run with: `cargo run --release -p forkless-benches --bin http-bench -- [--quick]`
 //!
 //! Options: `--quick` (1 round of 1 s windows, chart under `target/`),
 //! `--rounds N`, `--seconds S` (measured window), `--chart PATH`,
-//! `--no-build` (use the release binaries already built).
+//! `--no-build` (use the release binaries already built), `--only PHASES`
+//! (a comma list of throughput, memory, mixed, balance, syscalls).
 //! Needs `taskset` (util-linux) and, for the non-pipelined load, `wrk`
 //! (`apt-get install -y wrk`; without it the built-in generator is used);
-//! the Node peer runs when `node` is on `PATH`. See docs/benchmarks.md.
+//! the Node peer runs when `node` is on `PATH`; syscalls are counted when
+//! `perf` can count tracepoints (`apt-get install -y linux-perf`, as root).
+//! See docs/benchmarks.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -21,7 +25,7 @@ use std::time::{Duration, Instant};
 use forkless_benches::http::measure::{self, Mode, Setup};
 use forkless_benches::http::results::Results;
 use forkless_benches::http::server::{self, Binaries, Peer};
-use forkless_benches::http::{chart, mixed, stats, wrk};
+use forkless_benches::http::{chart, mixed, stats, syscalls, wrk};
 
 /// Connections of the per-core non-pipelined load (whole machine: twice).
 const CONNECTIONS: usize = 64;
@@ -37,6 +41,34 @@ struct Options {
     seconds: u64,
     chart: Option<PathBuf>,
     build: bool,
+    /// Phases to run (`--only`); all when empty.
+    only: Vec<Phase>,
+}
+
+/// The parts of a run that `--only` can pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Throughput,
+    Memory,
+    Mixed,
+    Balance,
+    Syscalls,
+}
+
+impl Phase {
+    const ALL: [(&str, Phase); 5] = [
+        ("throughput", Phase::Throughput),
+        ("memory", Phase::Memory),
+        ("mixed", Phase::Mixed),
+        ("balance", Phase::Balance),
+        ("syscalls", Phase::Syscalls),
+    ];
+}
+
+impl Options {
+    fn runs(&self, phase: Phase) -> bool {
+        self.only.is_empty() || self.only.contains(&phase)
+    }
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -46,6 +78,7 @@ fn parse_options() -> Result<Options, String> {
         seconds: 5,
         chart: None,
         build: true,
+        only: Vec::new(),
     };
     let mut rounds = None;
     let mut seconds = None;
@@ -66,9 +99,22 @@ fn parse_options() -> Result<Options, String> {
                 options.chart = Some(args.next().ok_or("--chart needs a path")?.into());
             }
             "--no-build" => options.build = false,
+            "--only" => {
+                let list = args.next().ok_or("--only needs a list of phases")?;
+                for word in list.split(',') {
+                    let phase = Phase::ALL
+                        .iter()
+                        .find(|(name, _)| *name == word)
+                        .ok_or(format!(
+                            "--only takes throughput, memory, mixed, balance, syscalls; not {word:?}"
+                        ))?;
+                    options.only.push(phase.1);
+                }
+            }
             "--help" | "-h" => {
                 return Err(
-                    "usage: http-bench [--quick] [--rounds N] [--seconds S] [--chart PATH] [--no-build]"
+                    "usage: http-bench [--quick] [--rounds N] [--seconds S] [--chart PATH] [--no-build] \
+                     [--only throughput,memory,mixed,balance,syscalls]"
                         .into(),
                 );
             }
@@ -164,7 +210,10 @@ fn run() -> Result<(), String> {
         let order: Vec<Peer> = (0..peers.len())
             .map(|i| peers[(i + round) % peers.len()])
             .collect();
-        for mode in Mode::ALL {
+        for mode in Mode::ALL
+            .into_iter()
+            .filter(|_| options.runs(Phase::Throughput))
+        {
             for &peer in &order {
                 check(&stop)?;
                 eprint!("  {:<24} {:<13}", mode.name(), peer.name());
@@ -191,7 +240,7 @@ fn run() -> Result<(), String> {
                 }
             }
         }
-        for &peer in &order {
+        for &peer in order.iter().filter(|_| options.runs(Phase::Memory)) {
             check(&stop)?;
             eprintln!("  {:<24} {}", "memory", peer.name());
             match measure::memory(&setup, peer) {
@@ -205,7 +254,7 @@ fn run() -> Result<(), String> {
                 Err(e) => fail(&mut results, round, &format!("start-up {}", peer.name()), e),
             }
         }
-        for i in 0..mixed::PEERS.len() {
+        for i in (0..mixed::PEERS.len()).filter(|_| options.runs(Phase::Mixed)) {
             let peer = mixed::PEERS[(i + round) % mixed::PEERS.len()];
             check(&stop)?;
             eprint!("  {:<24} {:<13}", "mixed (1 in 10 heavy)", peer.name());
@@ -221,7 +270,10 @@ fn run() -> Result<(), String> {
                 Err(e) => fail(&mut results, round, &format!("mixed {}", peer.name()), e),
             }
         }
-        for shards in BALANCE_SHARDS {
+        for shards in BALANCE_SHARDS
+            .into_iter()
+            .filter(|_| options.runs(Phase::Balance))
+        {
             check(&stop)?;
             eprintln!("  {:<24} forkless {shards} shards", "balance");
             match measure::balance(&setup, shards, &BALANCE_CONNECTIONS) {
@@ -236,6 +288,51 @@ fn run() -> Result<(), String> {
                 }
                 Err(e) => fail(&mut results, round, &format!("balance {shards} shards"), e),
             }
+        }
+    }
+    match syscalls::probe().and_then(|()| {
+        if options.runs(Phase::Syscalls) {
+            Ok(())
+        } else {
+            Err("not asked for (--only)".into())
+        }
+    }) {
+        Ok(()) => {
+            for mode in [Mode::PerCore, Mode::Pipelined] {
+                for &peer in &peers {
+                    check(&stop)?;
+                    eprint!(
+                        "  {:<24} {:<13}",
+                        format!("syscalls, {}", mode.name()),
+                        peer.name()
+                    );
+                    match syscalls::measure(&setup, peer, mode) {
+                        Ok(counts) => {
+                            eprintln!(
+                                " {:.2} syscalls/request, {:.2} io_uring_enter, {:.2} SQEs",
+                                counts.per_request(counts.total),
+                                counts.per_request(counts.enters),
+                                counts.per_request(counts.submissions)
+                            );
+                            results
+                                .syscalls
+                                .entry((mode, peer))
+                                .or_default()
+                                .push(counts);
+                        }
+                        Err(e) => fail(
+                            &mut results,
+                            options.rounds - 1,
+                            &format!("syscalls {} {}", mode.name(), peer.name()),
+                            e,
+                        ),
+                    }
+                }
+            }
+        }
+        Err(why) => {
+            eprintln!("  syscalls per request not counted: {why}");
+            notes.push(format!("syscalls per request were not counted: {why}."));
         }
     }
     let load_after = load_average();
@@ -282,8 +379,14 @@ fn run() -> Result<(), String> {
     println!("{}", results.mixed_table());
     println!("### forkless balance over shards (by `x-shard`)\n");
     println!("{}", results.balance_table());
+    println!(
+        "### Syscalls and io_uring submissions per request (per core, `perf stat` over one window of up to 3 s)\n"
+    );
+    println!("{}", results.syscalls_table());
     println!("### Goals (issue #6)\n");
     println!("{}", results.goals_table(cpus));
+    println!("### Goals (issue #16: the floor)\n");
+    println!("{}", results.floor_goals_table());
     if !results.failures.is_empty() {
         println!("### Failed measurements\n");
         for failure in &results.failures {

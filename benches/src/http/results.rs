@@ -12,6 +12,7 @@ use super::measure::{Balance, Memory, Mode, Startup, Throughput};
 use super::mixed::Mixed;
 use super::server::Peer;
 use super::stats;
+use super::syscalls::Syscalls;
 
 /// Everything measured, by round.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +29,8 @@ pub struct Results {
     pub balance: BTreeMap<(usize, usize), Vec<Balance>>,
     /// The mixed load, one entry per round.
     pub mixed: BTreeMap<Peer, Vec<Mixed>>,
+    /// Syscalls per request, `(mode, peer)` -> one entry per counted run.
+    pub syscalls: BTreeMap<(Mode, Peer), Vec<Syscalls>>,
     /// Measurements that failed, with why.
     pub failures: Vec<String>,
 }
@@ -160,27 +163,28 @@ impl Results {
     /// The throughput table.
     pub fn throughput_table(&self) -> String {
         let mut out = String::from(
-            "| mode | server | requests/s | p50 | p99 | server CPU per request | server CPU use | CPU/request vs tokio+hyper | requests/s vs tokio+hyper | errors |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| mode | server | requests/s | p50 | p99 | server CPU per request | server CPU use | CPU/request vs io_uring floor | CPU/request vs tokio+hyper | requests/s vs tokio+hyper | errors |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for mode in Mode::ALL {
             for &peer in &self.peers {
                 let Some(s) = self.summary(mode, peer) else {
                     let _ = writeln!(
                         out,
-                        "| {} | {} | - | - | - | - | - | - | - | - |",
+                        "| {} | {} | - | - | - | - | - | - | - | - | - |",
                         mode.name(),
                         peer.name()
                     );
                     continue;
                 };
+                let floor_ratio = self.ratio(mode, peer, Peer::FLOOR, |t| secs(t.cpu_per_request));
                 let cpu_ratio =
                     self.ratio(mode, peer, Peer::TokioHyper, |t| secs(t.cpu_per_request));
                 let rate_ratio = self.ratio(mode, peer, Peer::TokioHyper, |t| t.rate);
                 let ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} | {} | {} |",
                     mode.name(),
                     peer.name(),
                     stats::rate(s.rate),
@@ -188,6 +192,7 @@ impl Results {
                     stats::latency(s.p99),
                     cpu_us(s.cpu_per_request),
                     s.cpu_use * 100.0,
+                    ratio(floor_ratio),
                     ratio(cpu_ratio),
                     ratio(rate_ratio),
                     s.errors
@@ -403,18 +408,135 @@ impl Results {
         goals
     }
 
-    /// The goals as a markdown table.
-    pub fn goals_table(&self, cpus: usize) -> String {
-        let mut out = String::from("| goal | measured | status |\n|---|---|---|\n");
-        for goal in self.goals(cpus) {
-            let status = match goal.met {
-                Some(true) => "met",
-                Some(false) => "**missed**",
-                None => "not measured",
-            };
-            let _ = writeln!(out, "| {} | {} | {status} |", goal.goal, goal.measured);
+    /// Medians over the counted runs of `peer` in `mode`, per request.
+    pub fn syscalls_median(&self, mode: Mode, peer: Peer) -> Option<[f64; 8]> {
+        let runs = self.syscalls.get(&(mode, peer)).filter(|r| !r.is_empty())?;
+        let column = |f: &dyn Fn(&Syscalls) -> u64| {
+            let values: Vec<f64> = runs.iter().map(|c| c.per_request(f(c))).collect();
+            stats::median(&values).unwrap_or(0.0)
+        };
+        let requests: Vec<f64> = runs.iter().map(|c| c.requests as f64).collect();
+        Some([
+            column(&|c| c.total),
+            column(&|c| c.reads),
+            column(&|c| c.writes),
+            column(&|c| c.waits),
+            column(&|c| c.enters),
+            column(&|c| c.submissions),
+            column(&|c| c.futex + c.other()),
+            stats::median(&requests).unwrap_or(0.0),
+        ])
+    }
+
+    /// Syscalls and io_uring submissions per request, per server.
+    pub fn syscalls_table(&self) -> String {
+        let mut out = String::from(
+            "| mode | server | syscalls/request | recv + read | send + write | epoll waits | io_uring_enter | io_uring submissions (SQEs) | other (futex, ...) | requests counted |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for mode in [Mode::PerCore, Mode::Pipelined] {
+            for &peer in &self.peers {
+                let Some(m) = self.syscalls_median(mode, peer) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
+                    mode.name(),
+                    peer.name(),
+                    m[0],
+                    m[1],
+                    m[2],
+                    m[3],
+                    m[4],
+                    m[5],
+                    m[6],
+                    m[7]
+                );
+            }
         }
         out
+    }
+
+    /// The goals of issue #16 (the floor) against this run.
+    pub fn floor_goals(&self) -> Vec<Goal> {
+        let mut goals = Vec::new();
+        let ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
+        let plain = self.ratio(Mode::PerCore, Peer::Forkless, Peer::FLOOR, |t| {
+            secs(t.cpu_per_request)
+        });
+        goals.push(Goal {
+            goal: "plain, per core: CPU per request <= 1.05x the io_uring floor",
+            measured: ratio(plain),
+            met: plain.map(|r| r <= 1.05),
+        });
+        let rate = self.ratio(Mode::Pipelined, Peer::Forkless, Peer::MayMinihttp, |t| {
+            t.rate
+        });
+        goals.push(Goal {
+            goal: "pipelined x16, per core: requests/s >= may-minihttp's",
+            measured: format!("{} may-minihttp's", ratio(rate)),
+            met: rate.map(|r| r >= 1.0),
+        });
+        let piped = self.ratio(Mode::Pipelined, Peer::Forkless, Peer::FLOOR, |t| {
+            secs(t.cpu_per_request)
+        });
+        goals.push(Goal {
+            goal: "pipelined x16, per core: CPU per request <= 1.2x the io_uring floor",
+            measured: ratio(piped),
+            met: piped.map(|r| r <= 1.2),
+        });
+        let framework_peers = [
+            Peer::TokioHyper,
+            Peer::ActixWeb,
+            Peer::MayMinihttp,
+            Peer::NodeCluster,
+        ];
+        let worst = framework_peers
+            .iter()
+            .filter_map(|&p| {
+                self.ratio(Mode::Machine, Peer::Forkless, p, |t| t.rate)
+                    .map(|r| (p, r))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        goals.push(Goal {
+            goal: "whole machine: requests/s ahead of every peer (floors aside)",
+            measured: worst.map_or("-".into(), |(p, r)| {
+                format!("{r:.2}x {} (the closest)", p.name())
+            }),
+            met: worst.map(|(_, r)| r >= 1.0),
+        });
+        let ours = self.mixed_median(Peer::Forkless);
+        let tokio = self.mixed_median(Peer::TokioHyper);
+        let heavy = ours
+            .zip(tokio)
+            .filter(|(_, t)| t.heavy_rate > 0.0)
+            .map(|(o, t)| o.heavy_rate / t.heavy_rate);
+        goals.push(Goal {
+            goal: "mixed load: heavy requests/s >= 0.95x tokio+hyper's",
+            measured: ratio(heavy),
+            met: heavy.map(|r| r >= 0.95),
+        });
+        let light = ours
+            .zip(tokio)
+            .filter(|(_, t)| !t.light_p99.is_zero())
+            .map(|(o, t)| secs(o.light_p99) / secs(t.light_p99));
+        goals.push(Goal {
+            goal: "mixed load: light p99 <= 1/10 of tokio+hyper's",
+            measured: light.map_or("-".into(), |r| format!("{r:.3}x tokio+hyper's")),
+            met: light.map(|r| r <= 0.1),
+        });
+        goals
+    }
+
+    /// The goals as a markdown table.
+    pub fn goals_table(&self, cpus: usize) -> String {
+        goals_markdown(self.goals(cpus))
+    }
+
+    /// The goals of issue #16 as a markdown table.
+    pub fn floor_goals_table(&self) -> String {
+        goals_markdown(self.floor_goals())
     }
 
     /// Chart panels: requests/s then CPU per request, one panel per mode.
@@ -448,6 +570,19 @@ impl Results {
             })
             .collect()
     }
+}
+
+fn goals_markdown(goals: Vec<Goal>) -> String {
+    let mut out = String::from("| goal | measured | status |\n|---|---|---|\n");
+    for goal in goals {
+        let status = match goal.met {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "not measured",
+        };
+        let _ = writeln!(out, "| {} | {} | {status} |", goal.goal, goal.measured);
+    }
+    out
 }
 
 #[cfg(test)]

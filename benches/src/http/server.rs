@@ -34,17 +34,26 @@ pub enum Peer {
     MayMinihttp,
     /// `benches/peers/node/cluster.js` under `node`.
     NodeCluster,
+    /// `peer-floor-uring`: no framework, raw io_uring (the floor).
+    FloorUring,
+    /// `peer-floor-epoll`: no framework, raw epoll.
+    FloorEpoll,
 }
 
 impl Peer {
     /// Every peer, in table order.
-    pub const ALL: [Peer; 5] = [
+    pub const ALL: [Peer; 7] = [
         Peer::Forkless,
         Peer::TokioHyper,
         Peer::ActixWeb,
         Peer::MayMinihttp,
         Peer::NodeCluster,
+        Peer::FloorUring,
+        Peer::FloorEpoll,
     ];
+
+    /// The floor every ratio to "the floor" is taken to.
+    pub const FLOOR: Peer = Peer::FloorUring;
 
     /// Name in tables.
     pub fn name(self) -> &'static str {
@@ -54,6 +63,8 @@ impl Peer {
             Peer::ActixWeb => "actix-web",
             Peer::MayMinihttp => "may-minihttp",
             Peer::NodeCluster => "node cluster",
+            Peer::FloorUring => "floor io_uring",
+            Peer::FloorEpoll => "floor epoll",
         }
     }
 
@@ -65,6 +76,8 @@ impl Peer {
             Peer::ActixWeb => Some("peer-actix-web"),
             Peer::MayMinihttp => Some("peer-may-minihttp"),
             Peer::NodeCluster => None,
+            Peer::FloorUring => Some("peer-floor-uring"),
+            Peer::FloorEpoll => Some("peer-floor-epoll"),
         }
     }
 }

@@ -25,7 +25,9 @@
 //!   at a fake `/proc` and `/sys` tree.
 //! - Nothing here blocks for longer than a few small file reads. Call
 //!   `detect` once, from the main thread, before any thread pins itself: the
-//!   mask it reads is the calling thread's.
+//!   mask it reads is the calling thread's. [`detect_process`] reads the
+//!   main thread's mask instead (forkless never pins the main thread), so a
+//!   pinned shard thread can still learn the whole process's budget.
 
 use std::fs;
 use std::num::NonZeroUsize;
@@ -47,6 +49,43 @@ pub(crate) fn detect() -> CpuBudget {
     CpuBudget {
         cpus: affinity().unwrap_or_else(fallback_cpus),
         quota: cgroup_quota(Path::new("/")),
+    }
+}
+
+/// As [`detect`], from any thread: the mask read is the one of the
+/// process's main thread (the thread group leader, `sched_getaffinity` of
+/// the process id), which forkless never pins, rather than the calling
+/// thread's (a shard's is its one CPU). Falls back to the calling thread's
+/// mask if the main thread's cannot be read.
+pub(crate) fn detect_process() -> CpuBudget {
+    // SAFETY: getpid(2) has no preconditions and cannot fail.
+    let pid = unsafe { libc::getpid() };
+    CpuBudget {
+        cpus: affinity_of(pid)
+            .or_else(affinity)
+            .unwrap_or_else(fallback_cpus),
+        quota: cgroup_quota(Path::new("/")),
+    }
+}
+
+/// Confines the calling thread to `cpus` (`sched_setaffinity`), e.g. to
+/// undo the pinning it inherited from a shard thread that spawned it.
+pub(crate) fn set_thread_affinity(cpus: &[usize]) -> std::io::Result<()> {
+    let word_bits = libc::c_ulong::BITS as usize;
+    let words = cpus.iter().max().map_or(1, |&max| max / word_bits + 1);
+    let mut mask: Vec<libc::c_ulong> = vec![0; words];
+    for &cpu in cpus {
+        mask[cpu / word_bits] |= 1 << (cpu % word_bits);
+    }
+    let bytes = size_of_val(mask.as_slice());
+    // SAFETY: sched_setaffinity(2) reads `bytes` bytes from the pointer,
+    // which points to `mask`, a live buffer of exactly that size. Pid 0 is
+    // the calling thread.
+    let set = unsafe { libc::syscall(libc::SYS_sched_setaffinity, 0, bytes, mask.as_ptr()) };
+    if set == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -86,17 +125,22 @@ impl CpuBudget {
 /// beyond the 8192 that Linux's `NR_CPUS` allows on common architectures.
 const MAX_AFFINITY_CPUS: usize = 1 << 16;
 
-/// The affinity mask of this process, or `None` if the kernel would not give
-/// it.
+/// The affinity mask of the calling thread, or `None` if the kernel would
+/// not give it.
 fn affinity() -> Option<Vec<usize>> {
+    affinity_of(0)
+}
+
+/// The affinity mask of thread `tid` (0: the calling thread).
+fn affinity_of(tid: libc::pid_t) -> Option<Vec<usize>> {
     grow_mask(|mask| {
         let bytes = size_of_val(mask);
         // SAFETY: sched_getaffinity(2) writes at most `bytes` bytes through
         // the pointer, and `mask` is a live, writable, c_ulong-aligned
-        // buffer of exactly `bytes` bytes for the duration of the call. Pid 0
-        // is this thread; no other memory is touched.
+        // buffer of exactly `bytes` bytes for the duration of the call. `tid` (0:
+        // this thread) is any thread id; no other memory is touched.
         let written =
-            unsafe { libc::syscall(libc::SYS_sched_getaffinity, 0, bytes, mask.as_mut_ptr()) };
+            unsafe { libc::syscall(libc::SYS_sched_getaffinity, tid, bytes, mask.as_mut_ptr()) };
         // The kernel fills the first `written` bytes; the rest stays 0.
         match written {
             0.. => Ok(()),
