@@ -165,7 +165,6 @@ pub(crate) async fn serve<H: Handler>(
     });
     futures::future::join_all(listeners.into_iter().map(|l| accept_loop(l, ctx.clone()))).await;
     ctx.balance.serving(ctx.me, incarnation, false);
-    handoffs.await;
     if let Some(adopted) = adopted {
         adopted.await;
     }
@@ -173,6 +172,12 @@ pub(crate) async fn serve<H: Handler>(
         open = ctx.admission.open(),
         "stopped accepting; finishing open connections"
     );
+    // Hand-offs another shard sent just before it saw this one stop are
+    // still served (each closes after one answer) while the rest drains;
+    // then what is left on its way, so none is stranded in the queue.
+    ctx.admission.drained().await;
+    drop(handoffs);
+    take_waiting_handoffs(&ctx);
     ctx.admission.drained().await;
     Ok(())
 }
@@ -213,18 +218,23 @@ fn place<H: Handler>(stream: std::net::TcpStream, ctx: &Rc<Ctx<H>>) {
     }
 }
 
-/// Serves what other shards hand over until the shard stops; then serves
-/// what is already on its way (each closes after one answer: draining).
+/// Serves what other shards hand over, until `serve` drops it once this
+/// shard has drained (connections that arrive while it stops close after
+/// one answer, as every draining connection does).
 async fn take_handoffs<H: Handler>(ctx: Rc<Ctx<H>>) {
-    let mut stop = pin!(ctx.stopping.wait());
-    while let Either::Left((envelope, _)) = select(pin!(ctx.handoff.recv()), stop.as_mut()).await {
+    loop {
+        let envelope = ctx.handoff.recv().await;
         if let Some(stream) = envelope.msg.take() {
             admit(stream, &ctx);
         }
     }
+}
+
+/// Serves the hand-offs already waiting in this shard's queue.
+fn take_waiting_handoffs<H: Handler>(ctx: &Rc<Ctx<H>>) {
     while let Some(envelope) = ctx.handoff.try_recv() {
         if let Some(stream) = envelope.msg.take() {
-            admit(stream, &ctx);
+            admit(stream, ctx);
         }
     }
 }
