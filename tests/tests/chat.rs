@@ -217,11 +217,9 @@ fn post_on(reader: &mut BufReader<TcpStream>, room: &str, body: &[u8]) -> (u16, 
     (response.status, response.body)
 }
 
-#[test]
-fn a_client_that_never_reads_is_dropped_and_the_room_goes_on() {
-    const MESSAGES: usize = 700;
-    let server = chat(2);
-    // The slow client: a small receive buffer, and it never reads.
+/// Joins over a socket with a 4 KiB receive buffer (for clients that do
+/// not read: the server's sends back up at once).
+fn join_small_buffer(server: &Server, room: &str, name: &str) -> Client {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     socket
@@ -230,7 +228,15 @@ fn a_client_that_never_reads_is_dropped_and_the_room_goes_on() {
     let stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    let mut slow = join_over(stream, server.addr, "busy", "slow");
+    join_over(stream, server.addr, room, name)
+}
+
+#[test]
+fn a_client_that_never_reads_is_dropped_and_the_room_goes_on() {
+    const MESSAGES: usize = 700;
+    let server = chat(2);
+    // The slow client: a small receive buffer, and it never reads.
+    let mut slow = join_small_buffer(&server, "busy", "slow");
     let mut fast: Vec<Client> = (0..3)
         .map(|i| join(&server, "busy", &format!("fast{i}")))
         .collect();
@@ -372,15 +378,7 @@ fn a_ping_flood_costs_bounded_memory() {
     const PINGS: usize = 400_000;
     let server = chat(2);
     // The flooder never reads, so every pong it is owed stays with the server.
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    socket
-        .connect_timeout(&server.addr.into(), IO_TIMEOUT)
-        .expect("connect");
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    let mut flooder = join_over(stream, server.addr, "flood", "flooder");
+    let mut flooder = join_small_buffer(&server, "flood", "flooder");
     let before = rss_kib(server.pid());
     let payload = vec![b'p'; 120];
     let mut sent = 0;
