@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use super::latch::Latch;
 
-/// How long connections get to answer and close once the incarnation
-/// crashed, before its executor ends.
+/// How long the tasks of a crashed incarnation may still run (those already
+/// woken finish what they were writing) before every task is dropped.
 pub(crate) const CRASH_GRACE: Duration = Duration::from_millis(100);
 
 thread_local! {

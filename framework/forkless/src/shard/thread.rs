@@ -134,8 +134,8 @@ where
             if matches!(exit, Exit::Panicked(_)) {
                 // Closed to senders and hand-offs at once, before it drains.
                 on_exit.run();
-                // The connections get a last turn to answer and close (they
-                // watch the same latch).
+                // Tasks already woken get a last turn to finish what they
+                // were writing before they are dropped.
                 glommio::timer::sleep(crash::CRASH_GRACE).await;
             }
             // Whatever the incarnation still runs (its connections, the
@@ -145,7 +145,7 @@ where
             exit
         }))
     }));
-    // Dropping the executor drops every task it still holds.
+    // Every task was dropped above (glommio itself would leak them).
     drop(executor);
     match outcome {
         Ok(exit) => exit,
