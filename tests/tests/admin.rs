@@ -425,8 +425,8 @@ fn probes_get_through_a_thousand_silent_admin_connections() {
 }
 
 #[test]
-fn admin_answers_carry_their_reason_phrase() {
-    let (server, admin) = start(Path::new(SUPERVISED), 1, &[]);
+fn admin_answers_carry_their_reason_phrase_and_409_for_a_refused_action() {
+    let (server, admin) = start(Path::new(SUPERVISED), 2, &[]);
     wait_for("/readyz 200", Duration::from_secs(5), || {
         get_at(admin, "/readyz").status == 200
     });
@@ -436,5 +436,13 @@ fn admin_answers_carry_their_reason_phrase() {
     let mut status_line = String::new();
     std::io::BufRead::read_line(&mut reader, &mut status_line).expect("status line");
     assert_eq!(status_line, "HTTP/1.1 202 Accepted\r\n");
+    // The reload replaces two shards one at a time: an upgrade asked for
+    // meanwhile is refused, and says why.
+    let refused = forkless_tests::post_at(admin, "/upgrade");
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(
+        refused.body,
+        "binary upgrade not started: a rolling reload is in progress\n"
+    );
     drop(server);
 }

@@ -37,6 +37,7 @@ pub mod http;
 mod log;
 mod offload;
 mod panic;
+mod rate_limit;
 mod runtime;
 mod shard;
 pub mod time;

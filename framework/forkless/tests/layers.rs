@@ -24,6 +24,7 @@ const LAYERS: &[&str] = &[
     "clock",
     "error",
     "config",
+    "rate_limit",
     // tokio's timer context, entered by every shard thread.
     "tokio_timers",
     // Executor per core, placement, listeners, counters, the shard timer.

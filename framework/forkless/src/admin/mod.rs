@@ -16,7 +16,10 @@
 //! - `POST /reload`: starts a rolling reload, as SIGHUP does (`202`).
 //! - `POST /upgrade`: starts a binary upgrade, as SIGUSR2 does (`202`).
 //!   Both only start the work: the coordinator logs how it goes, and
-//!   `/status` shows each shard's new incarnation.
+//!   `/status` shows each shard's new incarnation. One the coordinator
+//!   refuses (a reload or an upgrade is already running, the process is
+//!   stopping, no binary to upgrade to) is answered `409` with the reason;
+//!   `503` once the process is exiting.
 //!
 //! **It never runs on a shard.** The admin endpoint must answer while every
 //! shard is stuck or restarting, so it runs on threads of its own and reads
@@ -48,6 +51,7 @@ use server::{Answer, Request};
 use status::Rates;
 
 use crate::Error;
+use crate::coordinator::Asked;
 use crate::coordinator::board::Board;
 
 /// What an operator can start through the admin endpoint.
@@ -59,8 +63,8 @@ pub(crate) enum Action {
     Upgrade,
 }
 
-/// Hands an [`Action`] to the coordinator; `false` when it is gone.
-pub(crate) type Actions = Box<dyn Fn(Action) -> bool + Send + Sync>;
+/// Hands an [`Action`] to the coordinator and says what became of it.
+pub(crate) type Actions = Box<dyn Fn(Action) -> Asked + Send + Sync>;
 
 /// Prints `admin on http://IP:PORT` on stdout and serves the admin routes
 /// from `board` on `listener` until the returned server is dropped.
@@ -140,17 +144,22 @@ fn start_action(request: &Request, action: Action, actions: &Actions) -> Answer 
         answer.headers.push(("allow", "POST"));
         return answer;
     }
-    if !actions(action) {
-        return Answer::text(503, "the process is exiting\n");
-    }
     let what = match action {
         Action::Reload => "rolling reload",
         Action::Upgrade => "binary upgrade",
     };
-    Answer::text(
-        202,
-        format!("{what} requested; the log and /status show how it goes\n"),
-    )
+    match actions(action) {
+        Asked::Started => Answer::text(
+            202,
+            format!("{what} started; the log and /status show how it goes\n"),
+        ),
+        Asked::Unanswered => Answer::text(
+            202,
+            format!("{what} requested; the log and /status show whether it starts\n"),
+        ),
+        Asked::Refused(why) => Answer::text(409, format!("{what} not started: {why}\n")),
+        Asked::Gone => Answer::text(503, "the process is exiting\n"),
+    }
 }
 
 #[cfg(test)]
@@ -169,7 +178,12 @@ mod tests {
     }
 
     fn get(path: &str, board: &Board) -> Answer {
-        ask("GET", path, board, &(Box::new(|_| true) as Actions))
+        ask(
+            "GET",
+            path,
+            board,
+            &(Box::new(|_| Asked::Started) as Actions),
+        )
     }
 
     #[test]
@@ -177,8 +191,14 @@ mod tests {
         let board = Board::new(Arc::new(Registry::new(1, 4)), vec![None]);
         let (tx, rx) = std::sync::mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
-        let actions: Actions =
-            Box::new(move |action| tx.lock().map(|tx| tx.send(action).is_ok()).unwrap_or(false));
+        let actions: Actions = Box::new(move |action| {
+            let sent = tx.lock().map(|tx| tx.send(action).is_ok());
+            if sent.unwrap_or(false) {
+                Asked::Started
+            } else {
+                Asked::Gone
+            }
+        });
         assert_eq!(ask("POST", "/reload", &board, &actions).status, 202);
         assert_eq!(ask("POST", "/upgrade", &board, &actions).status, 202);
         let refused = ask("GET", "/reload", &board, &actions);
@@ -188,8 +208,15 @@ mod tests {
             rx.try_iter().collect::<Vec<_>>(),
             [Action::Reload, Action::Upgrade]
         );
-        let gone: Actions = Box::new(|_| false);
+        let gone: Actions = Box::new(|_| Asked::Gone);
         assert_eq!(ask("POST", "/reload", &board, &gone).status, 503);
+        let busy: Actions = Box::new(|_| Asked::Refused("a rolling reload is in progress"));
+        let refused = ask("POST", "/upgrade", &board, &busy);
+        assert_eq!(refused.status, 409);
+        assert_eq!(
+            refused.body,
+            b"binary upgrade not started: a rolling reload is in progress\n"
+        );
     }
 
     #[test]
@@ -217,7 +244,7 @@ mod tests {
             &post,
             &board,
             &Rates::new(Instant::now()),
-            &(Box::new(|_| true) as Actions),
+            &(Box::new(|_| Asked::Started) as Actions),
         );
         assert_eq!(refused.status, 405);
         assert_eq!(refused.headers, [("allow", "GET, HEAD")]);

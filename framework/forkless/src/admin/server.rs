@@ -26,6 +26,8 @@ use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::rate_limit::RateLimited;
+
 /// Largest request head accepted.
 pub(crate) const MAX_HEAD: usize = 8 * 1024;
 
@@ -451,28 +453,6 @@ fn pollfd(fd: libc::c_int, events: libc::c_short) -> libc::pollfd {
         fd,
         events,
         revents: 0,
-    }
-}
-
-/// At most one log line per second, counting what it held back.
-#[derive(Debug, Default)]
-pub(crate) struct RateLimited {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimited {
-    /// `Some(lines held back since the last one)` when a line may go out now.
-    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < Duration::from_secs(1))
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
     }
 }
 

@@ -7,11 +7,32 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::Event;
 use super::lifecycle::{LifecycleEvents, Subscribers};
+use super::{Event, Verdict};
 use crate::bus::CoordinatorBus;
 use crate::bus::mesh::Registry;
+
+/// How long [`Coordinator::reload`] and [`Coordinator::upgrade`] wait for
+/// the coordinator's verdict: it answers between two events, in
+/// microseconds, unless its thread is stuck.
+const VERDICT_WAIT: Duration = Duration::from_secs(2);
+
+/// What became of a reload or an upgrade asked for through the handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Asked {
+    /// It starts; the log and `/status` show how it goes.
+    Started,
+    /// It does not start, for this reason (one is already running, the
+    /// process is stopping, ...).
+    Refused(&'static str),
+    /// The request is queued, but the coordinator did not say in time
+    /// whether it starts.
+    Unanswered,
+    /// The coordinator is gone: the process is exiting.
+    Gone,
+}
 
 /// A handle on the coordinator, for app code that runs beside the shards.
 #[derive(Clone)]
@@ -74,16 +95,29 @@ impl Coordinator {
         CoordinatorBus::new(self.registry.mesh::<M, R>(), self.done.clone())
     }
 
-    /// Asks for a rolling reload, as SIGHUP does; `false` once the
-    /// coordinator is gone.
-    pub(crate) fn reload(&self) -> bool {
-        self.events.send(Event::Reload).is_ok()
+    /// Asks for a rolling reload, as SIGHUP does, and says whether it
+    /// starts.
+    pub(crate) fn reload(&self) -> Asked {
+        self.ask(Event::Reload)
     }
 
-    /// Asks for a binary upgrade, as SIGUSR2 does; `false` once the
-    /// coordinator is gone.
-    pub(crate) fn upgrade(&self) -> bool {
-        self.events.send(Event::Upgrade).is_ok()
+    /// Asks for a binary upgrade, as SIGUSR2 does, and says whether it
+    /// starts.
+    pub(crate) fn upgrade(&self) -> Asked {
+        self.ask(Event::Upgrade)
+    }
+
+    fn ask(&self, event: fn(Option<Verdict>) -> Event) -> Asked {
+        let (verdict, answer) = flume::bounded(1);
+        if self.events.send(event(Some(verdict))).is_err() {
+            return Asked::Gone;
+        }
+        match answer.recv_timeout(VERDICT_WAIT) {
+            Ok(Ok(())) => Asked::Started,
+            Ok(Err(why)) => Asked::Refused(why),
+            Err(flume::RecvTimeoutError::Timeout) => Asked::Unanswered,
+            Err(flume::RecvTimeoutError::Disconnected) => Asked::Gone,
+        }
     }
 
     /// Starts a graceful shutdown, as SIGTERM does.

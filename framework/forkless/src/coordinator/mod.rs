@@ -54,6 +54,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+pub(crate) use handle::Asked;
 pub use handle::Coordinator;
 pub use lifecycle::{ExitReason, LifecycleEvent, LifecycleEvents, LifecycleKind};
 
@@ -67,6 +68,10 @@ use crate::{Config, Error, Shards};
 use board::Board;
 use lifecycle::Subscribers;
 
+/// Where the coordinator says whether a reload or an upgrade it was asked
+/// for starts: `Err` with the reason it does not.
+pub(crate) type Verdict = flume::Sender<Result<(), &'static str>>;
+
 /// What a shard (or the signal thread, the admin endpoint, the upgrade
 /// watcher, or the app) tells the coordinator. Shard events name the
 /// incarnation they come from.
@@ -78,10 +83,12 @@ pub(crate) enum Event {
     Signal(i32),
     /// The app asked for a graceful shutdown ([`Coordinator::shutdown`]).
     Shutdown,
-    /// SIGHUP or `POST /reload`.
-    Reload,
-    /// SIGUSR2 or `POST /upgrade`.
-    Upgrade,
+    /// SIGHUP or `POST /reload`; told whether it starts when asked
+    /// through the handle.
+    Reload(Option<Verdict>),
+    /// SIGUSR2 or `POST /upgrade`; told whether it starts when asked
+    /// through the handle.
+    Upgrade(Option<Verdict>),
     /// The upgrade's new process (this pid) listens on every shard.
     UpgradeReady(libc::pid_t),
     /// The upgrade's new process will not take over, and why.

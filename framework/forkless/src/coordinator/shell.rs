@@ -119,7 +119,10 @@ impl Shell {
                 None => events.recv().map(Some).map_err(|_| true),
             };
             let input = match received {
-                Ok(Some(event)) => input(event),
+                Ok(Some(event)) => {
+                    answer(machine, &event);
+                    input(event)
+                }
                 Ok(None) | Err(false) => Input::Timer { busy: self.busy() },
                 // The shell holds a sender: never.
                 Err(true) => return Ok(()),
@@ -478,6 +481,17 @@ impl Shell {
     }
 }
 
+/// Tells whoever asked for a reload or an upgrade whether it starts, from
+/// the same rule the machine then applies to it.
+fn answer(machine: &Core, event: &Event) {
+    let (verdict, refusal) = match event {
+        Event::Reload(Some(verdict)) => (verdict, machine.refuses_reload()),
+        Event::Upgrade(Some(verdict)) => (verdict, machine.refuses_upgrade()),
+        _ => return,
+    };
+    let _ = verdict.send(refusal.map_or(Ok(()), Err));
+}
+
 /// What an event means to the machine.
 fn input(event: Event) -> Input<std::net::TcpStream> {
     match event {
@@ -493,8 +507,8 @@ fn input(event: Event) -> Input<std::net::TcpStream> {
         },
         Event::Signal(signal) => Input::Signal(signal),
         Event::Shutdown => Input::Shutdown,
-        Event::Reload => Input::Reload,
-        Event::Upgrade => Input::Upgrade,
+        Event::Reload(_) => Input::Reload,
+        Event::Upgrade(_) => Input::Upgrade,
         Event::UpgradeReady(pid) => Input::UpgradeReady(pid),
         Event::UpgradeFailed(why) => Input::UpgradeFailed(why),
         Event::Orphan(from, orphan) => Input::Orphan { from, orphan },

@@ -25,8 +25,8 @@ impl Listener {
             .spawn(move || {
                 for signal in signals.forever() {
                     let event = match signal {
-                        SIGHUP => Event::Reload,
-                        SIGUSR2 => Event::Upgrade,
+                        SIGHUP => Event::Reload(None),
+                        SIGUSR2 => Event::Upgrade(None),
                         other => Event::Signal(other),
                     };
                     if events.send(event).is_err() {

@@ -19,6 +19,7 @@
 //!   closed. Nothing here blocks the shard; the accept loops are cancelled
 //!   only by the stop latch.
 
+use std::cell::RefCell;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use super::socket::Socket;
 use crate::Error;
 use crate::ShardId;
 use crate::bus::{Bus, ShardBus};
+use crate::rate_limit::RateLimited;
 use crate::shard::ShardCore;
 use crate::shard::balance::Balance;
 use crate::shard::latch::Latch;
@@ -63,6 +65,9 @@ struct Ctx<H> {
     balance: Arc<Balance>,
     /// Connections handed between shards.
     handoff: Bus<Handoff>,
+    /// Accept errors (out of descriptors) repeat every backoff: logged at
+    /// most once a second for the whole shard.
+    accept_errors: RefCell<RateLimited>,
 }
 
 /// A connection one shard accepted and hands to another (`balance.rs`). It
@@ -145,6 +150,7 @@ pub(crate) async fn serve<H: Handler>(
         me: shard.id,
         balance: shard.balance.clone(),
         handoff: bus.framework_bus::<Handoff>(),
+        accept_errors: RefCell::default(),
     });
     tracing::debug!(listeners = listeners.len(), "serving");
     let handoffs = crate::spawn(take_handoffs(ctx.clone()));
@@ -192,7 +198,10 @@ async fn accept_loop<H: Handler>(listener: Acceptor, ctx: Rc<Ctx<H>>) {
         match accepted {
             Ok(stream) => place(stream, &ctx),
             Err(error) => {
-                tracing::warn!(%error, "accept failed; retrying");
+                let now = std::time::Instant::now();
+                if let Some(suppressed) = ctx.accept_errors.borrow_mut().allow(now) {
+                    tracing::warn!(%error, suppressed, "accept failed; retrying");
+                }
                 glommio::timer::sleep(ACCEPT_BACKOFF).await;
             }
         }

@@ -58,8 +58,13 @@ impl<O> Machine<O> {
         }
     }
 
+    /// Why a rolling reload asked for now would not start, if it would not.
+    pub(crate) fn refuses_reload(&self) -> Option<&'static str> {
+        self.busy_with()
+    }
+
     pub(super) fn begin_reload(&mut self, now: Instant) {
-        if let Some(busy) = self.busy_with() {
+        if let Some(busy) = self.refuses_reload() {
             self.log(Level::WARN, format!("rolling reload not started: {busy}"));
             return;
         }

@@ -25,14 +25,23 @@ impl Upgrade {
 }
 
 impl<O> Machine<O> {
+    /// Why a binary upgrade asked for now would not start, if it would not.
+    pub(crate) fn refuses_upgrade(&self) -> Option<&'static str> {
+        self.busy_with().or_else(|| {
+            (!self.settings.can_upgrade)
+                .then_some("the path of this binary is unknown; pass --upgrade-binary")
+        })
+    }
+
     pub(super) fn begin_upgrade(&mut self) {
-        if let Some(busy) = self.busy_with() {
-            self.log(Level::WARN, format!("binary upgrade not started: {busy}"));
-            return;
-        }
-        if !self.settings.can_upgrade {
-            let text = "binary upgrade not started: the path of this binary is unknown; pass --upgrade-binary";
-            self.log(Level::ERROR, text.to_owned());
+        if let Some(why) = self.refuses_upgrade() {
+            // Busy is a moment's refusal; no binary to run is a mistake.
+            let level = if self.settings.can_upgrade {
+                Level::WARN
+            } else {
+                Level::ERROR
+            };
+            self.log(level, format!("binary upgrade not started: {why}"));
             return;
         }
         self.upgrade = Upgrade::Launching;
