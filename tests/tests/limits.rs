@@ -116,6 +116,39 @@ fn ambiguous_framing_gets_400_and_a_closed_connection() {
 }
 
 #[test]
+fn hosts_and_request_targets_nginx_refuses_get_400() {
+    let server = testapp(2, &[]);
+    let long = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", "a".repeat(10 * 1024));
+    let cases: [&[u8]; 7] = [
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x:80:80\r\n\r\n",
+        long.as_bytes(),
+        b"GET host:80 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST * HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    ];
+    for bytes in cases {
+        let response = assert_refused(&server, bytes, 400);
+        assert!(
+            response.body.contains("Host") || response.body.contains("target"),
+            "{:?}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(40)]),
+            response.body
+        );
+    }
+    // What stays allowed: OPTIONS *, a port, an IPv6 literal.
+    for head in [
+        &b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET /echo/p HTTP/1.1\r\nHost: x:8080\r\n\r\n",
+        b"GET /echo/v6 HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+    ] {
+        let (response, _) = exchange(&server, head);
+        assert_ne!(response.status, 400, "{:?}", String::from_utf8_lossy(head));
+    }
+}
+
+#[test]
 fn unambiguous_framing_still_passes_and_keeps_the_connection() {
     let server = testapp(2, &[]);
     let cases: [&[u8]; 4] = [

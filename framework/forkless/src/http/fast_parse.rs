@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri, Version};
 
-use super::framing::MAX_HEADERS;
+use super::framing::{MAX_HEADERS, valid_host};
 use super::{Incoming, Request};
 
 /// The request whose head starts `input`, and the head's length, if the
@@ -53,7 +53,7 @@ pub(crate) fn parse(input: &[u8], max_head: usize) -> Option<(Request, usize)> {
         let takes = match name {
             header::HOST => {
                 hosts += 1;
-                true
+                valid_host(line.value)
             }
             header::CONTENT_LENGTH => {
                 lengths += 1;

@@ -373,6 +373,10 @@ fn everything_else_goes_to_hyper() {
         b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\ncontent-length: 0\r\n\r\n",
         b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: \r\n\r\n",
         b"GET / HTTP/1.1\r\nhost: x\r\n folded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: a b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: a/b\r\n\r\n",
+        b"GET host:80 HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"GET * HTTP/1.1\r\nhost: x\r\n\r\n",
     ] {
         assert!(
             parse(head, 1024).is_none(),

@@ -6,7 +6,10 @@
 //! closes afterwards), a repeated `Content-Length` with equal values,
 //! `Transfer-Encoding: chunked, chunked` or repeated, and an HTTP/1.1 request
 //! without `Host`. nginx and Envoy reject all of these with `400`; so does
-//! the [`Gate`].
+//! the [`Gate`], and it refuses what nginx refuses of the request line and
+//! `Host` that hyper passes on: a `Host` that is not `host[:port]`
+//! (`Host: a b`, a 10 KB one), an authority-form target (`GET host:80`)
+//! other than for `CONNECT`, and `*` other than for `OPTIONS`.
 //!
 //! The gate sits in the I/O adapter and sees every byte before hyper does.
 //! It releases a request head only once the whole head has arrived and passed
@@ -67,6 +70,11 @@ pub(crate) enum Rejection {
     HostMissing,
     /// More than one `Host` line.
     HostRepeated,
+    /// A `Host` that is not `host[:port]` (see [`valid_host`]).
+    HostInvalid,
+    /// A request target in a form its method may not use: authority-form
+    /// (`host:port`) other than for `CONNECT`, `*` other than for `OPTIONS`.
+    TargetForm,
     /// The head is longer than the configured maximum.
     HeadTooLarge,
     /// More than [`MAX_HEADERS`] header lines.
@@ -104,6 +112,10 @@ impl Rejection {
             Rejection::TransferEncodingInHttp10 => "Transfer-Encoding in an HTTP/1.0 request\n",
             Rejection::HostMissing => "an HTTP/1.1 request needs a Host header\n",
             Rejection::HostRepeated => "more than one Host header\n",
+            Rejection::HostInvalid => "the Host header is not a host name with an optional port\n",
+            Rejection::TargetForm => {
+                "the request target must be a path (`*` only for OPTIONS, host:port only for CONNECT)\n"
+            }
             Rejection::HeadTooLarge => "request head too large\n",
             Rejection::TooManyHeaders => "too many header lines\n",
             Rejection::HeadTimeout => "request head not received in time\n",
@@ -284,6 +296,9 @@ impl Gate {
                     return Step::Reject(Rejection::HeadTooLarge);
                 }
                 let http10 = request.version == Some(0);
+                if !target_fits(request.method, request.path) {
+                    return Step::Reject(Rejection::TargetForm);
+                }
                 match check(request.headers, http10) {
                     Ok(body) => {
                         self.upgrade = wants_upgrade(&request);
@@ -383,7 +398,12 @@ fn check(headers: &[httparse::Header<'_>], http10: bool) -> Result<State, Reject
     for header in headers {
         let name = header.name.as_bytes();
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => hosts += 1,
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                if !valid_host(header.value) {
+                    return Err(Rejection::HostInvalid);
+                }
+                hosts += 1;
+            }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 if length.is_some() {
                     return Err(Rejection::LengthRepeated);
@@ -420,6 +440,74 @@ fn check(headers: &[httparse::Header<'_>], http10: bool) -> Result<State, Reject
     Ok(match length {
         Some(0) | None => State::Head,
         Some(n) => State::Length(n),
+    })
+}
+
+/// Longest `Host` value taken: a DNS name is at most 253 bytes, and a
+/// port, brackets or a trailing dot fit in what is left.
+const MAX_HOST: usize = 263;
+
+/// Whether `value` is a `Host` as RFC 9110 has it (`uri-host [":" port]`,
+/// RFC 3986's grammar): a registered name (unreserved, `%`-escapes,
+/// sub-delims) or a bracketed IP literal, then digits after a `:`. Empty
+/// is allowed (a target without an authority). Spaces, `/`, `\`, `@`,
+/// control bytes and anything over [`MAX_HOST`] bytes are not: nginx
+/// refuses them too.
+pub(crate) fn valid_host(value: &[u8]) -> bool {
+    if value.len() > MAX_HOST {
+        return false;
+    }
+    let (host, port) = match value.first() {
+        Some(b'[') => match value.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = &value[1..end];
+                let fits = |b: &u8| b.is_ascii_hexdigit() || b":.vV".contains(b) || sub_delim(*b);
+                if literal.is_empty() || !literal.iter().all(fits) {
+                    return false;
+                }
+                (&[][..], &value[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &[][..]),
+        },
+    };
+    let name = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b) || sub_delim(b));
+    let port = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    name && port
+}
+
+fn sub_delim(b: u8) -> bool {
+    b"!$&'()*+,;=".contains(&b)
+}
+
+/// Whether `target` is a form `method` may use (RFC 9112 section 3.2):
+/// origin-form (`/path`) or absolute-form (`scheme://...`) for every
+/// method, `*` for `OPTIONS`; `CONNECT`'s authority-form is hyper's to
+/// check.
+fn target_fits(method: Option<&str>, target: Option<&str>) -> bool {
+    let (Some(method), Some(target)) = (method, target) else {
+        return false;
+    };
+    if method == "CONNECT" || target.starts_with('/') {
+        return true;
+    }
+    if target == "*" {
+        return method == "OPTIONS";
+    }
+    target.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
     })
 }
 

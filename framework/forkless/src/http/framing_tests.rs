@@ -207,6 +207,69 @@ fn http11_needs_a_host_and_http10_no_transfer_encoding() {
 }
 
 #[test]
+fn hosts_and_targets_nginx_refuses_are_refused() {
+    let host = |value: &str| verdict(&format!("GET / HTTP/1.1\r\nHost: {value}\r\n\r\n"));
+    for good in [
+        "example.com",
+        "example.com:8080",
+        "127.0.0.1:80",
+        "[::1]:8080",
+        "xn--bcher-kva.example",
+        "a_b~c",
+        "",
+    ] {
+        assert!(matches!(host(good), Step::Head(_)), "Host: {good}");
+    }
+    // Over the host limit, under this gate's head limit (a head over that
+    // one is `431`).
+    let long = "a".repeat(300);
+    for bad in [
+        "a b",
+        "a/b",
+        "a\\b",
+        "user@host",
+        "host:80:81",
+        "host:8o",
+        "host:123456",
+        "[::1",
+        "[]",
+        "[::1]x",
+        long.as_str(),
+    ] {
+        assert_eq!(
+            host(bad),
+            Step::Reject(Rejection::HostInvalid),
+            "Host: {bad}"
+        );
+    }
+    assert!(matches!(host(&"a".repeat(253)), Step::Head(_)));
+
+    let target = |line: &str| verdict(&format!("{line} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    for good in [
+        "GET /",
+        "GET /a?b=c",
+        "OPTIONS *",
+        "GET http://x/y",
+        "POST https://x:443/",
+        "CONNECT x:443",
+    ] {
+        assert!(matches!(target(good), Step::Head(_)), "{good}");
+    }
+    for bad in [
+        "GET host:80",
+        "GET *",
+        "POST *",
+        "GET x",
+        "GET ://x/",
+        "GET 1a://x/",
+    ] {
+        assert_eq!(target(bad), Step::Reject(Rejection::TargetForm), "{bad}");
+    }
+    assert_eq!(Rejection::HostInvalid.status(), 400);
+    assert_eq!(Rejection::TargetForm.status(), 400);
+}
+
+#[test]
 fn oversized_heads_are_rejected_complete_or_not() {
     let big = format!(
         "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
