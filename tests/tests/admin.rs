@@ -326,6 +326,13 @@ fn the_admin_endpoint_answers_while_every_shard_is_blocked() {
                 })
             },
         );
+        // One long poll is one stall, counted and logged once.
+        let metrics = scrape(admin);
+        for id in 0..shards {
+            let label = [("shard", &*id.to_string())];
+            assert_eq!(value(&metrics, "forkless_shard_stalls_total", &label), 1.0);
+        }
+        assert_eq!(server.output().matches("stall: a task ran").count(), shards);
     }
 }
 
