@@ -27,6 +27,12 @@ pub enum CallError<M> {
     /// The request was delivered but dropped without a reply: the handler
     /// panicked, ignored the reply, or its shard stopped.
     NoReply,
+    /// No reply came within the call's time limit
+    /// ([`DEFAULT_CALL_TIMEOUT`](crate::bus::DEFAULT_CALL_TIMEOUT) for
+    /// [`Bus::call`](crate::Bus::call)): no task on the receiving shard
+    /// receives this message type, or its receiver is stuck. The request
+    /// may still be handled later; its reply is then dropped.
+    TimedOut,
 }
 
 /// Some shards of a broadcast were not reached; their copies are returned.
@@ -101,6 +107,7 @@ impl<M> fmt::Debug for CallError<M> {
         match self {
             CallError::Closed(_) => f.write_str("Closed(..)"),
             CallError::NoReply => f.write_str("NoReply"),
+            CallError::TimedOut => f.write_str("TimedOut"),
         }
     }
 }
@@ -111,6 +118,9 @@ impl<M> fmt::Display for CallError<M> {
             CallError::Closed(_) => f.write_str("the receiving shard is not running"),
             CallError::NoReply => f.write_str(
                 "the request was dropped without a reply (handler panicked or its shard stopped)",
+            ),
+            CallError::TimedOut => f.write_str(
+                "no reply in time: does a task on the receiving shard receive this message type?",
             ),
         }
     }

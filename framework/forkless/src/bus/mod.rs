@@ -29,6 +29,10 @@
 //!   a sender wakes it only when it is parked. With
 //!   [`Config::spin_before_park`](crate::Config::spin_before_park) a shard
 //!   spins a little before parking, trading CPU for wake-up latency.
+//! - **Calls are bounded in time.** A [`Bus::call`] that gets no reply
+//!   within [`DEFAULT_CALL_TIMEOUT`] (30 s; [`Bus::call_within`] sets
+//!   another) returns [`CallError::TimedOut`]: a call to a message type no
+//!   task on the target receives fails instead of waiting for ever.
 //! - **One receiving task per type and shard.** [`Bus::recv`] may be called
 //!   from any task of the shard, but only the most recent waiter is woken:
 //!   give each message type one receive loop per shard.
@@ -72,8 +76,16 @@ mod sync;
 
 use std::fmt;
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures::channel::oneshot;
+
+/// How long [`Bus::call`] waits for a reply before it returns
+/// [`CallError::TimedOut`]: long enough for any request a shard answers
+/// (a slow one belongs in [`offload`](crate::offload)), short enough that
+/// a call to a message type no task receives fails instead of hanging.
+/// [`Bus::call_within`] takes a limit of its own.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub use coordinator_end::CoordinatorBus;
 pub(crate) use ends::ShardBus;
@@ -276,18 +288,50 @@ impl<M: Send + 'static, R: Send + 'static> Bus<M, R> {
         }
     }
 
-    /// Sends `msg` to shard `to` and waits for its reply.
+    /// Sends `msg` to shard `to` and waits for its reply, at most
+    /// [`DEFAULT_CALL_TIMEOUT`] (room in the queue included).
     ///
     /// `Closed(msg)` when `to` is not running (or stops while the request
     /// waits for room); `NoReply` when the receiver dropped the request
-    /// without replying or stopped meanwhile.
+    /// without replying or stopped meanwhile; `TimedOut` when no reply came
+    /// in time, most often because no task on `to` receives `M` (see
+    /// [`Bus::recv`]).
     pub async fn call(&self, to: ShardId, msg: M) -> Result<R, CallError<M>> {
-        let (sender, receiver) = oneshot::channel();
-        self.end
-            .push(to, self.end.envelope(msg, Some(sender)))
+        self.call_within(to, msg, DEFAULT_CALL_TIMEOUT).await
+    }
+
+    /// [`Bus::call`] with a time limit of its own: `TimedOut` when no reply
+    /// came within `limit`.
+    ///
+    /// ```no_run
+    /// # async fn example(bus: forkless::Bus<u64, u64>) {
+    /// use std::time::Duration;
+    /// use forkless::{CallError, ShardId};
+    ///
+    /// match bus.call_within(ShardId::new(1), 7, Duration::from_millis(100)).await {
+    ///     Ok(answer) => println!("{answer}"),
+    ///     Err(CallError::TimedOut) => println!("shard 1 is slow to answer"),
+    ///     Err(other) => println!("{other}"),
+    /// }
+    /// # }
+    /// ```
+    pub async fn call_within(
+        &self,
+        to: ShardId,
+        msg: M,
+        limit: Duration,
+    ) -> Result<R, CallError<M>> {
+        let call = async {
+            let (sender, receiver) = oneshot::channel();
+            self.end
+                .push(to, self.end.envelope(msg, Some(sender)))
+                .await
+                .map_err(|envelope| CallError::Closed(envelope.msg))?;
+            self.end.reply(to, receiver).await.ok_or(CallError::NoReply)
+        };
+        crate::time::timeout(limit, call)
             .await
-            .map_err(|envelope| CallError::Closed(envelope.msg))?;
-        self.end.reply(to, receiver).await.ok_or(CallError::NoReply)
+            .unwrap_or(Err(CallError::TimedOut))
     }
 
     /// The next message for this shard, from any shard or the coordinator.
