@@ -40,7 +40,6 @@ mod panic;
 mod runtime;
 mod shard;
 pub mod time;
-mod tokio_timers;
 mod top;
 
 pub use app::Shard;

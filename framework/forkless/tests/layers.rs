@@ -24,8 +24,6 @@ const LAYERS: &[&str] = &[
     "clock",
     "error",
     "config",
-    // tokio's timer context, entered by every shard thread.
-    "tokio_timers",
     // Executor per core, placement, listeners, counters, the shard timer.
     "shard",
     "time",

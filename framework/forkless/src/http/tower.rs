@@ -21,9 +21,9 @@
 //!
 //! Shards run on glommio, not tokio. Middleware that sleeps on tokio's timer
 //! (tower-http's `TimeoutLayer`, tower's `timeout` and `RateLimit`) or uses
-//! `tokio::spawn` works with the cargo feature `tokio-timers` (on with
-//! `axum`): every shard then runs in the context of one small tokio runtime
-//! with only a timer, on a helper thread. Without it, such middleware panics
+//! `tokio::spawn` works with the cargo feature `tokio` (on with
+//! `axum`): every shard then runs in the context of one tokio runtime of the
+//! process, on helper threads (`shard/tokio_rt.rs`), so tokio clients work too. Without it, such middleware panics
 //! on its first request. [`TimeoutLayer`](super::TimeoutLayer) and
 //! [`crate::time`] use the shard's own clock and need no helper thread.
 
