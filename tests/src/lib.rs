@@ -5,6 +5,7 @@
 
 pub mod load;
 pub mod raw;
+pub mod services;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -41,7 +41,6 @@ mod rate_limit;
 mod runtime;
 mod shard;
 pub mod time;
-mod tokio_timers;
 mod top;
 
 pub use app::Shard;

@@ -7,8 +7,8 @@
 //! be created on a shard: a sleep made on any other thread panics.
 //!
 //! tokio's timers (`tokio::time::sleep`) work on a shard too with the cargo
-//! feature `tokio-timers` (on with `axum`), through one helper thread that
-//! runs tokio's timer; without the feature they panic there. The timers here
+//! feature `tokio` (on with `axum`), through the helper threads of one
+//! tokio runtime; without the feature they panic there. The timers here
 //! cost no thread hop and stay the cheaper choice in code written for
 //! forkless.
 

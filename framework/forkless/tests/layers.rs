@@ -25,8 +25,6 @@ const LAYERS: &[&str] = &[
     "error",
     "config",
     "rate_limit",
-    // tokio's timer context, entered by every shard thread.
-    "tokio_timers",
     // Executor per core, placement, listeners, counters, the shard timer.
     "shard",
     "time",

@@ -64,6 +64,8 @@ mod fast_parse;
 mod flush;
 mod framing;
 mod handler;
+#[cfg(feature = "tokio")]
+mod hyper_upgrade;
 mod incoming;
 mod io;
 pub(crate) mod limits;

@@ -1,7 +1,7 @@
 //! A tower timeout layer on the shard's timer.
 //!
 //! tower-http's `TimeoutLayer` (and tower's) sleep on tokio's timer, which on
-//! a shard needs the cargo feature `tokio-timers` (on with `axum`): a helper
+//! a shard needs the cargo feature `tokio` (on with `axum`): a helper
 //! thread runs tokio's timer and wakes the shard. [`TimeoutLayer`] does the
 //! same job on the shard's own timer, without that thread or its wake-ups,
 //! and its futures are `Send`, so axum's `Router::layer` takes it. Swapping

@@ -21,9 +21,11 @@
 //!
 //! Shards run on glommio, not tokio. Middleware that sleeps on tokio's timer
 //! (tower-http's `TimeoutLayer`, tower's `timeout` and `RateLimit`) or uses
-//! `tokio::spawn` works with the cargo feature `tokio-timers` (on with
-//! `axum`): every shard then runs in the context of one small tokio runtime
-//! with only a timer, on a helper thread. Without it, such middleware panics
+//! `tokio::spawn` works with the cargo feature `tokio` (on with
+//! `axum`): every shard then runs in the context of one tokio runtime of the
+//! process, on helper threads (`shard/tokio_rt.rs`), so tokio clients work too.
+//! With it, hyper's own upgrades (`hyper::upgrade::on`, so axum's
+//! `WebSocketUpgrade`) work too, through a bridge (`hyper_upgrade.rs`). Without it, such middleware panics
 //! on its first request. [`TimeoutLayer`](super::TimeoutLayer) and
 //! [`crate::time`] use the shard's own clock and need no helper thread.
 
@@ -32,6 +34,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
+use futures::future::{Either, LocalBoxFuture};
 use http_body::{Frame, SizeHint};
 use http_body_util::Limited;
 use pin_project_lite::pin_project;
@@ -77,9 +80,36 @@ where
     B::Error: Into<BoxError>,
 {
     type Output = Response;
-    type Future = Answer<S, http::Request<RequestBody>>;
+    type Future = Either<Answer<S, http::Request<RequestBody>>, LocalBoxFuture<'static, Response>>;
 
     fn call(&self, request: Request) -> Self::Future {
+        // hyper's own upgrade (axum's `WebSocketUpgrade`), bridged off the shard.
+        #[cfg(feature = "tokio")]
+        if super::hyper_upgrade::asks(&request) {
+            let this = TowerHandler {
+                service: self.service.clone(),
+                context: self.context,
+                body_limit: self.body_limit,
+            };
+            return Either::Right(Box::pin(super::hyper_upgrade::serve(
+                request,
+                move |request| this.answer(request),
+            )));
+        }
+        Either::Left(self.answer(request))
+    }
+}
+
+impl<S, B> TowerHandler<S>
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + Clone + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// One request through the service.
+    fn answer(&self, request: Request) -> Answer<S, http::Request<RequestBody>> {
         if http_body::Body::size_hint(request.body()).lower() > self.body_limit as u64 {
             // It could never be read whole: refuse it before the service runs.
             let limit = self.body_limit;

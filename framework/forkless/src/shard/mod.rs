@@ -25,6 +25,7 @@ pub(crate) mod stall;
 mod task;
 pub(crate) mod thread;
 pub(crate) mod timer;
+pub(crate) mod tokio_rt;
 
 pub(crate) use core::ShardCore;
 pub use counters::{CounterSnapshot, ShardCounters};

@@ -89,9 +89,9 @@ where
     B: FnOnce() -> Fut,
     Fut: Future<Output = Result<(), String>> + 'static,
 {
-    // tokio's timer for middleware written against it (feature
-    // `tokio-timers`); kept for the thread's whole life.
-    let _tokio = crate::tokio_timers::enter();
+    // The tokio runtime's context for tokio clients and middleware (feature
+    // `tokio`); kept for the thread's whole life.
+    let _tokio = super::tokio_rt::enter();
     let placement = match spec.cpu {
         Some(cpu) => Placement::Fixed(cpu),
         None => Placement::Unbound,
