@@ -24,6 +24,8 @@ const LAYERS: &[&str] = &[
     "clock",
     "error",
     "config",
+    // The process's one rustls configuration: certificates, ticket keys.
+    "tls",
     // tokio's timer context, entered by every shard thread.
     "tokio_timers",
     // Executor per core, placement, listeners, counters, the shard timer.

@@ -501,11 +501,12 @@ impl<S: Transport> Conn<S> {
     }
 }
 
-impl Conn<Socket> {
+impl<S: Transport> Conn<S> {
     /// After hyper ended the connection on a `101`: the socket, with the
     /// bytes hyper read past the head (`read_buf`) and those the gate held,
-    /// for the upgrade task. `None` if hyper's half is still shared.
-    pub(crate) fn into_upgraded(self, io: Io, read_buf: Bytes) -> Option<Upgraded> {
+    /// for the upgrade task. `None` if hyper's half is still shared, or the
+    /// stream is not a plain socket (TLS).
+    pub(crate) fn into_upgraded(self, io: Io<S>, read_buf: Bytes) -> Option<Upgraded> {
         drop(io);
         let inner = Rc::try_unwrap(self.inner).ok()?.into_inner();
         let held = inner.recv.held();
@@ -517,7 +518,11 @@ impl Conn<Socket> {
             all.extend_from_slice(held);
             Bytes::from(all)
         };
-        match inner.stream.into_std() {
+        let Some(socket) = inner.stream.into_socket() else {
+            tracing::debug!("upgrades over TLS are not handed to upgrade tasks");
+            return None;
+        };
+        match socket.into_std() {
             Ok(stream) => Some(Upgraded::new(into_glommio(stream), unread, inner.counters)),
             Err(error) => {
                 tracing::debug!(%error, "cannot hand an upgraded connection over");

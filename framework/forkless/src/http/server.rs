@@ -140,6 +140,7 @@ pub(crate) async fn serve<H: Handler>(
             stopping: shard.stopping.clone(),
             limits,
             upgrade_grace: (shard.config.shutdown_timeout / 2).min(MAX_UPGRADE_GRACE),
+            tls: shard.tls.clone(),
         },
         stopping: shard.stopping.clone(),
         me: shard.id,

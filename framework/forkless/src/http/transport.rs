@@ -22,6 +22,12 @@ pub(crate) trait Transport: 'static {
 
     /// Shuts the write side (a second call is harmless).
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// The plain socket, for an upgrade task after a `101`; `None` for a
+    /// stream that cannot be handed over as a plain socket (TLS).
+    fn into_socket(self) -> Option<Socket>
+    where
+        Self: Sized;
 }
 
 impl Transport for Socket {
@@ -35,5 +41,9 @@ impl Transport for Socket {
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Socket::poll_close(self, cx)
+    }
+
+    fn into_socket(self) -> Option<Socket> {
+        Some(self)
     }
 }
