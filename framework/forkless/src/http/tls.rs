@@ -11,8 +11,9 @@
 //!   `process_new_packets`. No tokio, no extra task, no extra copy beyond
 //!   rustls's own record buffers.
 //! - **The handshake runs first** ([`accept`]), bounded by the header read
-//!   timeout and cut short by the shard's stop: a silent or slow client
-//!   holds its connection slot no longer than a slow request head would.
+//!   timeout, and by the drain grace once the shard stops: a silent or
+//!   slow client holds its connection slot no longer than a slow request
+//!   head would.
 //! - **A write is reported only once it is on the wire**: plaintext is
 //!   encrypted into rustls's buffer and sent; if the socket blocks, the
 //!   write stays pending and, when retried with the same bytes (as
@@ -35,6 +36,7 @@ use std::time::Duration;
 use futures::future::{Either, select};
 use rustls::{ServerConfig, ServerConnection};
 
+use super::drain::DRAIN_GRACE;
 use super::socket::Socket;
 use super::transport::Transport;
 use crate::shard::latch::Latch;
@@ -80,8 +82,8 @@ impl io::Write for Wire<'_, '_> {
 }
 
 /// Runs the handshake on a new connection; `None` if it failed, took
-/// longer than `timeout`, or the shard stopped first (the socket is then
-/// closed).
+/// longer than `timeout`, or was still going [`DRAIN_GRACE`] after the
+/// shard stopped (the socket is then closed).
 pub(crate) async fn accept(
     socket: Socket,
     config: &Arc<ServerConfig>,
@@ -104,7 +106,13 @@ pub(crate) async fn accept(
     };
     let handshake = std::future::poll_fn(|cx| stream.poll_handshake(cx));
     let bounded = crate::time::timeout(timeout, handshake);
-    match select(pin!(bounded), pin!(stopping.wait())).await {
+    // As an idle connection gets the drain grace for its next request
+    // (`drain.rs`), a handshake under way at the stop gets it to finish.
+    let stopped = async {
+        stopping.wait().await;
+        crate::time::sleep(DRAIN_GRACE).await;
+    };
+    match select(pin!(bounded), pin!(stopped)).await {
         Either::Left((Some(Ok(())), _)) => {}
         Either::Left((Some(Err(error)), _)) => {
             tracing::debug!(%error, "TLS handshake failed; closed");
@@ -117,7 +125,10 @@ pub(crate) async fn accept(
             );
             return None;
         }
-        Either::Right(_) => return None,
+        Either::Right(_) => {
+            tracing::debug!("TLS handshake not finished within the drain grace; closed");
+            return None;
+        }
     }
     Some(stream)
 }
