@@ -377,3 +377,32 @@ fn bad_certificate_files_are_one_line_start_errors() {
         "{line}"
     );
 }
+
+#[test]
+fn the_connection_limit_holds_over_tls() {
+    let ca = Ca::new();
+    let dir = Dir::new("limit");
+    let (cert, key) = ca.leaf("limit").write(&dir.0);
+    let server = start(1, &cert, &key, &["--max-connections", "3"]);
+    let client = ca.client(false);
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let mut open = client
+            .open(server.addr)
+            .expect("a connection under the limit");
+        assert_eq!(open.get("/").expect("answered").status, 200);
+        kept.push(open);
+    }
+    // Past the limit: closed before the handshake completes.
+    assert!(
+        client.get(server.addr, "/").is_err(),
+        "a fourth connection was served past --max-connections 3"
+    );
+    drop(kept.pop());
+    wait_for("a slot to free up", Duration::from_secs(5), || {
+        client.get(server.addr, "/").is_ok()
+    });
+    for open in &mut kept {
+        assert_eq!(open.get("/").expect("still served").status, 200);
+    }
+}

@@ -243,7 +243,11 @@ fn take_waiting_handoffs<H: Handler>(ctx: &Rc<Ctx<H>>) {
 /// Serves a new connection, or refuses it at the connection limit.
 fn admit<H: Handler>(stream: std::net::TcpStream, ctx: &Rc<Ctx<H>>) {
     if ctx.admission.is_full() {
-        ctx.admission.refuse(into_glommio(stream));
+        if ctx.shared.tls.is_some() {
+            ctx.admission.refuse_tls(stream);
+        } else {
+            ctx.admission.refuse(into_glommio(stream));
+        }
         return;
     }
     match Socket::new(stream) {
