@@ -186,6 +186,11 @@ impl TlsClient {
 }
 
 impl TlsConnection {
+    /// The TLS stream itself (for a WebSocket client, say).
+    pub fn into_stream(self) -> StreamOwned<ClientConnection, std::net::TcpStream> {
+        self.stream.into_inner()
+    }
+
     /// Sends `GET path` and reads the response (`Content-Length` framed).
     pub fn get(&mut self, path: &str) -> std::io::Result<TlsResponse> {
         let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");

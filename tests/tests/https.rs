@@ -406,3 +406,76 @@ fn the_connection_limit_holds_over_tls() {
         assert_eq!(open.get("/").expect("still served").status, 200);
     }
 }
+
+/// A `wss://` client of the chat app over the test client's TLS session.
+type Wss =
+    tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>;
+
+fn next_chat_message(ws: &mut Wss) -> serde_json::Value {
+    loop {
+        match ws.read().expect("a frame") {
+            tungstenite::Message::Text(text) => {
+                let frame: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                if frame["kind"] == "message" {
+                    return frame;
+                }
+            }
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn websockets_work_over_tls_across_shards() {
+    let ca = Ca::new();
+    let dir = Dir::new("wss");
+    let (cert, key) = ca.leaf("wss").write(&dir.0);
+    let mut command = Command::new(forkless_tests::app_binary("chat"));
+    command.args(["--listen", "127.0.0.1:0", "--shards", "2", "--no-pin"]);
+    command
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key);
+    let server = Server::start_command(command);
+    let client = ca.client(false);
+    let join = |name: &str| -> (Wss, String) {
+        let stream = client
+            .open(server.addr)
+            .expect("a TLS connection")
+            .into_stream();
+        let url = format!(
+            "wss://localhost:{}/ws/lobby?name={name}",
+            server.addr.port()
+        );
+        let (ws, response) = tungstenite::client(url.as_str(), stream).expect("the handshake");
+        assert_eq!(response.status(), 101);
+        let shard = response
+            .headers()
+            .get("x-shard")
+            .and_then(|v| v.to_str().ok())
+            .expect("the 101 carries x-shard")
+            .to_owned();
+        (ws, shard)
+    };
+    let (mut first, first_shard) = join("ann");
+    // A second client on the other shard, so the message crosses the bus.
+    let mut second = None;
+    for k in 0..200 {
+        let (ws, shard) = join(&format!("bob{k}"));
+        if shard != first_shard {
+            second = Some(ws);
+            break;
+        }
+    }
+    let mut second = second.expect("a client on the other shard");
+    first
+        .send(tungstenite::Message::text("hello over wss"))
+        .expect("send");
+    for ws in [&mut first, &mut second] {
+        let frame = next_chat_message(ws);
+        assert_eq!(frame["text"], "hello over wss");
+        assert_eq!(frame["from"], "ann");
+    }
+}

@@ -26,6 +26,8 @@
 //!   above tells a truncated request). A TLS error answers with its alert
 //!   when the socket takes it, and fails the read.
 //! - **Close** sends `close_notify`, then shuts the socket's write side.
+//! - **Upgrades** (`101`, WebSockets): the stream, session and all, goes
+//!   to the upgrade task ([`Upgraded`]), still on this shard's socket.
 
 use std::io::{self, Read as _, Write as _};
 use std::pin::pin;
@@ -33,12 +35,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::{Either, select};
 use rustls::{ServerConfig, ServerConnection};
 
 use super::drain::DRAIN_GRACE;
 use super::socket::Socket;
 use super::transport::Transport;
+use super::upgrade::Upgraded;
+use crate::shard::ShardCounters;
 use crate::shard::latch::Latch;
 
 /// A TLS server connection over a socket; see the module docs.
@@ -139,8 +144,33 @@ impl TlsStream {
         self.tls.alpn_protocol()
     }
 
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.raw_fd()
+    }
+
+    pub(crate) fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.socket.peer_addr()
+    }
+
+    /// An upgraded connection's write (`futures::io::AsyncWrite`
+    /// semantics): takes the bytes once earlier output was sent, and sends
+    /// what it can; the rest goes with [`poll_flush_tls`](Self::poll_flush_tls).
+    pub(crate) fn poll_write_buffered(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // One write's records at most wait in rustls's buffer.
+        ready!(self.poll_flush_tls(cx))?;
+        let n = self.tls.writer().write(buf)?;
+        match self.poll_flush_tls(cx) {
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            _ => Poll::Ready(Ok(n)),
+        }
+    }
+
     /// Sends what rustls holds; ready once all of it went.
-    fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.tls.wants_write() {
             let mut wire = Wire {
                 socket: &mut self.socket,
@@ -241,8 +271,7 @@ impl Transport for TlsStream {
         self.socket.poll_close(cx)
     }
 
-    fn into_socket(self) -> Option<Socket> {
-        // The upgrade task would need the TLS session too: not handed over.
-        None
+    fn into_upgraded(self, unread: Bytes, counters: Arc<ShardCounters>) -> io::Result<Upgraded> {
+        Ok(Upgraded::new_tls(self, unread, counters))
     }
 }
