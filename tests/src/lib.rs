@@ -6,6 +6,7 @@
 pub mod load;
 pub mod raw;
 pub mod services;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -59,7 +60,7 @@ pub struct Server {
 
 impl Server {
     /// Starts `binary` with `args` plus `--listen 127.0.0.1:0` and waits
-    /// (at most 20 s) for its `listening on http://...` line.
+    /// (at most 20 s) for its `listening on http://...` (or `https://`) line.
     pub fn start(binary: &Path, args: &[&str]) -> Server {
         let mut command = Command::new(binary);
         command.args(["--listen", "127.0.0.1:0"]).args(args);
@@ -227,7 +228,9 @@ fn collect(
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
             if let Some(found) = &found
-                && let Some(addr) = line.strip_prefix("listening on http://")
+                && let Some(addr) = line
+                    .strip_prefix("listening on http://")
+                    .or_else(|| line.strip_prefix("listening on https://"))
                 && let Ok(addr) = addr.trim().parse()
             {
                 let _ = found.send(addr);

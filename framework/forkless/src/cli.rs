@@ -125,6 +125,31 @@ struct Cli {
     /// before giving up and keeping the old one serving.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     upgrade_timeout: Duration,
+
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// HTTPS: both files, or neither.
+#[derive(Args, Debug)]
+struct TlsArgs {
+    /// Serve HTTPS on every --listen address with this certificate chain
+    /// (PEM, leaf first); needs --tls-key. Reloaded on SIGHUP and POST /reload.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    fn files(self) -> Option<crate::TlsFiles> {
+        Some(crate::TlsFiles {
+            cert: self.tls_cert?,
+            key: self.tls_key?,
+        })
+    }
 }
 
 /// Parses the process's arguments; `--help`, `--version` and usage errors
@@ -204,6 +229,7 @@ impl Cli {
             .admin(self.admin)
             .upgrade_binary(self.upgrade_binary)
             .upgrade_timeout(self.upgrade_timeout)
+            .tls(self.tls.files())
     }
 }
 
@@ -334,6 +360,21 @@ mod tests {
             "127.0.0.1:1"
         ]));
         assert!(command(&OPTIONS).render_help().to_string().contains("top"));
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let config = try_parse(
+            &OPTIONS,
+            ["app", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
+        )
+        .expect("both files parse");
+        let files = config.tls.expect("TLS on");
+        assert_eq!(files.cert, std::path::Path::new("c.pem"));
+        assert_eq!(files.key, std::path::Path::new("k.pem"));
+        assert!(try_parse(&OPTIONS, ["app"]).expect("parses").tls.is_none());
+        assert!(try_parse(&OPTIONS, ["app", "--tls-cert", "c.pem"]).is_err());
+        assert!(try_parse(&OPTIONS, ["app", "--tls-key", "k.pem"]).is_err());
     }
 
     #[test]

@@ -107,6 +107,18 @@ pub struct Config {
     /// The binary a SIGUSR2 upgrade starts; `None`: the one running.
     pub(crate) upgrade_binary: Option<std::path::PathBuf>,
     pub(crate) upgrade_timeout: Duration,
+    /// HTTPS on every listener: the certificate chain and key files.
+    pub(crate) tls: Option<TlsFiles>,
+}
+
+/// The PEM files a TLS listener serves: a certificate chain (leaf first)
+/// and its private key; read at start and again at every reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 /// The default listen address when neither the app nor the command line gives one.
@@ -134,11 +146,21 @@ impl Default for Config {
             admin: None,
             upgrade_binary: None,
             upgrade_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
 
 impl Config {
+    /// Serves HTTPS on every listen address with this certificate chain and
+    /// key (PEM); `None` (the default) serves plain HTTP. The files are read
+    /// at start (a bad one fails the start) and again on every reload
+    /// (SIGHUP, `POST /reload`); see `docs/https.md`.
+    pub fn tls(mut self, files: Option<TlsFiles>) -> Self {
+        self.tls = files;
+        self
+    }
+
     /// Sets how many shards run.
     pub fn shards(mut self, shards: Shards) -> Self {
         self.shards = shards;

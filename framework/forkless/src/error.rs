@@ -25,6 +25,9 @@ pub(crate) enum ErrorKind {
     Shard { shard: ShardId, message: String },
     /// Invalid configuration.
     Config(String),
+    /// The TLS certificate or key cannot be used: already a full sentence
+    /// naming the file.
+    Tls(String),
     /// A second signal or the shutdown deadline ended the process early.
     ShutdownForced,
     /// Any other I/O failure, with what was being done.
@@ -73,6 +76,7 @@ impl fmt::Display for Error {
             ErrorKind::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             ErrorKind::Shard { shard, message } => write!(f, "shard {shard} failed: {message}"),
             ErrorKind::Config(message) => write!(f, "invalid configuration: {message}"),
+            ErrorKind::Tls(message) => f.write_str(message),
             ErrorKind::ShutdownForced => f.write_str(
                 "shutdown forced before in-flight work finished (second signal or --shutdown-timeout)",
             ),

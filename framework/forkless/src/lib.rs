@@ -41,12 +41,13 @@ mod rate_limit;
 mod runtime;
 mod shard;
 pub mod time;
+mod tls;
 mod top;
 
 pub use app::Shard;
 pub use bus::CoordinatorBus;
 pub use config::RestartPolicy;
-pub use config::{Config, DEFAULT_LISTEN, LogFormat, Shards};
+pub use config::{Config, DEFAULT_LISTEN, LogFormat, Shards, TlsFiles};
 pub use coordinator::{Coordinator, ExitReason, LifecycleEvent, LifecycleEvents, LifecycleKind};
 pub use entry::EXIT_FORCED;
 pub use error::Error;

@@ -25,6 +25,8 @@ const LAYERS: &[&str] = &[
     "error",
     "config",
     "rate_limit",
+    // The process's one rustls configuration: certificates, ticket keys.
+    "tls",
     // Executor per core, placement, listeners, counters, the shard timer.
     "shard",
     "time",

@@ -105,6 +105,7 @@ where
         balance,
         handoff,
         predecessor,
+        tls,
     } = parts;
     let bus = Rc::new(ShardBus::new(
         id,
@@ -125,6 +126,7 @@ where
         reporter,
         handoff,
         predecessor,
+        tls,
     });
     let (adopted_tx, adopted) = flume::unbounded();
     let released = Latch::new();

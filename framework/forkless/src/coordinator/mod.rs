@@ -120,6 +120,8 @@ pub(crate) struct ShardParts {
     pub(crate) handoff: Arc<Handoff>,
     /// The incarnation this one replaces, when a rolling reload started it.
     pub(crate) predecessor: Option<u32>,
+    /// HTTPS: the process's one TLS configuration (`tls/`).
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Starts a shard incarnation's thread (the layers above supply it: it
@@ -179,6 +181,17 @@ pub(crate) fn run(
         );
     }
 
+    // Before anything is bound: a bad certificate is a start error. The
+    // ticket keys of the process this one upgrades, if it handed any over.
+    let inherited_tickets = upgrade::take_ticket_keys();
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(crate::tls::Tls::load(
+            files,
+            inherited_tickets.as_deref(),
+        )?)),
+        None => None,
+    };
+    drop(inherited_tickets);
     let inherited =
         systemd::listen_fds().map_err(|e| Error::io("cannot use the inherited listeners", e))?;
     let mut sockets = if inherited.is_empty() {
@@ -257,6 +270,7 @@ pub(crate) fn run(
         admin_socket,
         program,
         args,
+        tls,
     };
     // The first incarnations start before the app's coordinator code runs.
     if let Some(outcome) = shell.carry_out_all(&mut machine) {

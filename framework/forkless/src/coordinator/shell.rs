@@ -98,6 +98,9 @@ pub(super) struct Shell {
     /// What a binary upgrade starts.
     pub(super) program: Option<PathBuf>,
     pub(super) args: Vec<OsString>,
+    /// HTTPS: the certificates reloaded with the shards, the ticket keys
+    /// handed to an upgrade.
+    pub(super) tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl Shell {
@@ -121,6 +124,10 @@ impl Shell {
             let input = match received {
                 Ok(Some(event)) => {
                     answer(machine, &event);
+                    if let (Event::Reload(_), Some(tls)) = (&event, &self.tls) {
+                        // Before the shards: new incarnations handshake with it.
+                        tls.reload();
+                    }
                     input(event)
                 }
                 Ok(None) | Err(false) => Input::Timer { busy: self.busy() },
@@ -308,6 +315,7 @@ impl Shell {
             balance: self.balance.clone(),
             handoff: slot.handoff.clone(),
             predecessor,
+            tls: self.tls.as_ref().map(|tls| tls.server_config().clone()),
         };
         self.registry.activate(id, number);
         self.board.attach(id, number, counters.clone());
@@ -440,11 +448,13 @@ impl Shell {
                 (every * 2).as_micros().to_string(),
             ));
         }
+        let tickets = self.tls.as_ref().map(|tls| tls.export_ticket_keys());
         let launch = upgrade::Launch {
             program: &program,
             args: &self.args,
             sockets,
             env,
+            tickets: tickets.as_deref(),
         };
         match upgrade::start(launch, self.config.upgrade_timeout, self.events_tx.clone()) {
             Ok(pending) => {
@@ -469,8 +479,9 @@ impl Shell {
     fn announce(&self) {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         for addr in &self.addrs {
-            let _ = writeln!(out, "listening on http://{addr}");
+            let _ = writeln!(out, "listening on {scheme}://{addr}");
         }
         let _ = out.flush();
         tracing::info!(

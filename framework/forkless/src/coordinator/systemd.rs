@@ -150,7 +150,7 @@ fn parse_listen_fds(count: &str, pid: Option<&str>, me: u32) -> Option<i32> {
         .filter(|&n| n > 0 && n < 1024)
 }
 
-fn remove_env(name: &str) {
+pub(super) fn remove_env(name: &str) {
     // SAFETY: called by the coordinator before it starts any shard thread;
     // forkless reads no environment concurrently at that point.
     unsafe { std::env::remove_var(name) }

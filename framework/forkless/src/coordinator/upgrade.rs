@@ -13,6 +13,13 @@
 //! once every shard listens. The watcher thread here turns that, the new
 //! process's exit, or the timeout into an event for the coordinator.
 //!
+//! HTTPS session-ticket keys (`tls/tickets.rs`) go along so clients
+//! resume on the new process: written into a pipe whose read end is
+//! handed over at the descriptor after the sockets (not counted in
+//! `LISTEN_FDS`), its number in `FORKLESS_UPGRADE_TICKETS_FD`. The keys
+//! never touch a file or the environment; the new process reads the pipe
+//! at start ([`take_ticket_keys`]) and closes it.
+//!
 //! The child is started with `fork` and `execve` directly rather than
 //! `std::process::Command`: `LISTEN_PID` must hold the child's own pid,
 //! which only the child knows, so the child writes it into an environment
@@ -22,7 +29,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -34,8 +41,14 @@ use super::Event;
 /// Names the socket a new process sends `READY=1` to.
 pub(crate) const READY_ENV: &str = "FORKLESS_UPGRADE_READY";
 
+/// Names the descriptor the session-ticket keys come through.
+const TICKETS_ENV: &str = "FORKLESS_UPGRADE_TICKETS_FD";
+
+/// Most bytes of ticket keys read from the pipe.
+const MAX_TICKETS: usize = 4096;
+
 /// Variables of this process a new one must not inherit as they are.
-const NOT_INHERITED: [&str; 7] = [
+const NOT_INHERITED: [&str; 8] = [
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
@@ -43,6 +56,7 @@ const NOT_INHERITED: [&str; 7] = [
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
     READY_ENV,
+    TICKETS_ENV,
 ];
 
 /// How long a stopped new process may take to exit before it is killed.
@@ -59,6 +73,8 @@ pub(super) struct Launch<'a> {
     pub(super) sockets: Vec<(BorrowedFd<'a>, &'static str)>,
     /// Variables to set on top of this process's environment.
     pub(super) env: Vec<(String, String)>,
+    /// HTTPS session-ticket keys to hand over (secret).
+    pub(super) tickets: Option<&'a [u8]>,
 }
 
 /// A new process that has not reported yet.
@@ -77,7 +93,22 @@ pub(super) fn start(
     let (socket, name) = ready_socket()?;
     let mut env = launch.env;
     env.push((READY_ENV.to_owned(), format!("@{name}")));
-    let pid = spawn(launch.program, launch.args, &launch.sockets, &env)?;
+    let mut handed = launch.sockets.clone();
+    // The pipe's read end, dropped here once the child has its own copy.
+    let tickets = match launch.tickets {
+        Some(keys) => {
+            let pipe = tickets_pipe(keys)?;
+            env.push((TICKETS_ENV.to_owned(), (3 + handed.len()).to_string()));
+            Some(pipe)
+        }
+        None => None,
+    };
+    let listen_fds = handed.len();
+    if let Some(pipe) = &tickets {
+        handed.push((pipe.as_fd(), ""));
+    }
+    let pid = spawn(launch.program, launch.args, &handed, listen_fds, &env)?;
+    drop(tickets);
     let watcher = std::thread::Builder::new()
         .name("forkless-upgrade".into())
         .spawn(move || {
@@ -92,6 +123,44 @@ pub(super) fn start(
         return Err(error);
     }
     Ok(Pending { pid })
+}
+
+/// A pipe holding `keys`, its write end closed: the read end.
+fn tickets_pipe(keys: &[u8]) -> io::Result<OwnedFd> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both are new descriptors owned by nothing else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // A few hundred bytes: far below the pipe's buffer, so this never blocks.
+    let mut write = std::fs::File::from(write);
+    io::Write::write_all(&mut write, keys)?;
+    Ok(read)
+}
+
+/// The session-ticket keys the process this one upgrades handed over, if
+/// any; the descriptor is closed and the variable removed either way.
+pub(super) fn take_ticket_keys() -> Option<Vec<u8>> {
+    let fd = std::env::var(TICKETS_ENV).ok()?;
+    super::systemd::remove_env(TICKETS_ENV);
+    let fd: i32 = fd.trim().parse().ok().filter(|&fd| fd >= 3)?;
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the upgrading process handed this descriptor to this one
+    // (module docs), which takes it over exactly once, here.
+    let pipe = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut keys = Vec::new();
+    match io::Read::read_to_end(&mut io::Read::take(pipe, MAX_TICKETS as u64), &mut keys) {
+        Ok(_) => Some(keys),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the session-ticket keys of the previous process");
+            None
+        }
+    }
 }
 
 /// Asks a new process that will not take over to stop, and reaps it on a
@@ -207,11 +276,13 @@ fn ready_socket() -> io::Result<(UnixDatagram, String)> {
 /// Environment entry whose value the child fills with its own pid.
 const PID_SLOT: &[u8] = b"LISTEN_PID=                    ";
 
-/// Forks and executes `program` with `sockets` at descriptors 3, 4, ...
+/// Forks and executes `program` with `sockets` at descriptors 3, 4, ...;
+/// the first `listen_fds` of them are announced in `LISTEN_FDS`.
 fn spawn(
     program: &Path,
     args: &[OsString],
     sockets: &[(BorrowedFd<'_>, &'static str)],
+    listen_fds: usize,
     env: &[(String, String)],
 ) -> io::Result<libc::pid_t> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
@@ -245,10 +316,12 @@ fn spawn(
                 .map_err(|_| invalid("an environment value holds a NUL byte"))?,
         );
     }
-    let names: Vec<&str> = sockets.iter().map(|(_, name)| *name).collect();
-    envp.push(
-        CString::new(format!("LISTEN_FDS={}", sockets.len())).map_err(|_| invalid("LISTEN_FDS"))?,
-    );
+    let names: Vec<&str> = sockets
+        .iter()
+        .take(listen_fds)
+        .map(|(_, name)| *name)
+        .collect();
+    envp.push(CString::new(format!("LISTEN_FDS={listen_fds}")).map_err(|_| invalid("LISTEN_FDS"))?);
     envp.push(
         CString::new(format!("LISTEN_FDNAMES={}", names.join(":")))
             .map_err(|_| invalid("LISTEN_FDNAMES"))?,

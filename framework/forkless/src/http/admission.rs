@@ -79,6 +79,18 @@ impl Admission {
         self.open.drained().await;
     }
 
+    /// At the limit on a TLS listener: closed at once. Its client could not
+    /// read a plain `503`, and a handshake only to refuse would spend the
+    /// CPU the limit protects.
+    pub(crate) fn refuse_tls(&self, stream: std::net::TcpStream) {
+        self.counters.connection_refused();
+        tracing::debug!(
+            limit = self.limit,
+            "connection limit reached; closing a new TLS connection"
+        );
+        drop(stream);
+    }
+
     /// Answers a connection past the limit with `503` and closes it; past
     /// [`MAX_REFUSING`] refusals at once, just closes it.
     pub(crate) fn refuse(&self, stream: TcpStream) {

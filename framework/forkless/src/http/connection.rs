@@ -3,7 +3,8 @@
 //! Contract:
 //!
 //! - **The protocol is chosen once, here, above the I/O** ([`Protocol`]):
-//!   today every connection speaks HTTP/1.1, starting on the fast path
+//!   on a TLS listener after the handshake (`tls.rs`) from what ALPN
+//!   settled on ([`Protocol::negotiated`]); today every connection speaks HTTP/1.1, starting on the fast path
 //!   (`fast.rs`) and handed to hyper's HTTP/1 server at the first head the
 //!   fast path does not take. The I/O below (`io.rs`: the receive buffer,
 //!   the framing gate, the deadlines, batched writes) is the same for
@@ -47,6 +48,8 @@ use super::limits::Limits;
 use super::requests::Requests;
 use super::service::{App, ShardService};
 use super::socket::Socket;
+use super::tls;
+use super::transport::Transport;
 use super::upgrade::{UpgradeTask, Upgraded};
 use crate::shard::ShardCounters;
 use crate::shard::latch::Latch;
@@ -60,6 +63,8 @@ pub(crate) struct Shared<H> {
     pub(crate) limits: Limits,
     /// How long upgraded connections may run on after a shutdown began.
     pub(crate) upgrade_grace: Duration,
+    /// HTTPS: every connection starts with a TLS handshake (`tls.rs`).
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The protocol a connection speaks, chosen once when it opens.
@@ -71,11 +76,24 @@ enum Protocol {
 }
 
 impl Protocol {
-    /// Every connection speaks HTTP/1.1 today. An HTTP/2 connection would
-    /// be recognised here (its preface `PRI * HTTP/2.0`, or ALPN `h2` on a
-    /// TLS stream) and served by its own arm of [`serve`].
+    /// A plain connection speaks HTTP/1.1 today. HTTP/2 with prior
+    /// knowledge would be recognised here (its preface `PRI * HTTP/2.0`)
+    /// and served by its own arm of [`serve_protocol`].
     fn of(_stream: &Socket) -> Self {
         Protocol::Http1
+    }
+
+    /// A TLS connection's protocol, from what ALPN settled on: the one
+    /// place it is chosen. Only `http/1.1` is offered today
+    /// (`tls::ALPN_HTTP1`); a client that offered no ALPN speaks HTTP/1.1.
+    /// HTTP/2 connects here: offer `h2` in `Tls::load` and map `b"h2"` to
+    /// its own variant.
+    fn negotiated(alpn: Option<&[u8]>) -> Self {
+        match alpn {
+            Some(crate::tls::ALPN_HTTP1) | None => Protocol::Http1,
+            // Never negotiated: rustls settles only on a protocol offered.
+            Some(_) => Protocol::Http1,
+        }
     }
 }
 
@@ -85,9 +103,34 @@ impl Protocol {
 pub(crate) async fn serve<H: Handler>(stream: Socket, shared: &Shared<H>, closing: impl FnOnce()) {
     // Responses are flushed whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
+    match &shared.tls {
+        None => {
+            let protocol = Protocol::of(&stream);
+            serve_protocol(stream, protocol, shared, closing).await;
+        }
+        Some(config) => {
+            // The handshake may take the header read timeout, like a head.
+            let timeout = shared.limits.header_read_timeout;
+            let Some(stream) = tls::accept(stream, config, timeout, &shared.stopping).await else {
+                return;
+            };
+            let protocol = Protocol::negotiated(stream.alpn_protocol());
+            serve_protocol(stream, protocol, shared, closing).await;
+        }
+    }
+}
+
+/// Serves a connection in its protocol, then closes it (lingering when a
+/// refused request asks for it).
+async fn serve_protocol<H: Handler, S: Transport>(
+    stream: S,
+    protocol: Protocol,
+    shared: &Shared<H>,
+    closing: impl FnOnce(),
+) {
     let requests = Rc::new(Requests::default());
     let drain = Drain::new(&shared.stopping, &requests);
-    let (conn, linger) = match Protocol::of(&stream) {
+    let (conn, linger) = match protocol {
         Protocol::Http1 => match serve_http1(stream, shared, &requests, &drain).await {
             Some(ended) => ended,
             // Upgraded: the socket went to the upgrade task.
@@ -105,12 +148,12 @@ pub(crate) async fn serve<H: Handler>(stream: Socket, shared: &Shared<H>, closin
 /// HTTP/1.1: the fast path, then hyper if a head asks for it. The
 /// connection back, with whether to close lingering; `None` once an upgrade
 /// task took the socket.
-async fn serve_http1<H: Handler>(
-    stream: Socket,
+async fn serve_http1<H: Handler, S: Transport>(
+    stream: S,
     shared: &Shared<H>,
     requests: &Rc<Requests>,
     drain: &Drain<'_>,
-) -> Option<(Conn, bool)> {
+) -> Option<(Conn<S>, bool)> {
     let (io, conn) = io::split(
         stream,
         shared.limits,
@@ -134,13 +177,13 @@ async fn serve_http1<H: Handler>(
 
 /// Serves the rest of a connection with hyper, from the first request the
 /// fast path did not take.
-async fn serve_hyper<H: Handler>(
-    io: Io,
-    conn: Conn,
+async fn serve_hyper<H: Handler, S: Transport>(
+    io: Io<S>,
+    conn: Conn<S>,
     shared: &Shared<H>,
     requests: &Rc<Requests>,
     drain: &Drain<'_>,
-) -> Option<(Conn, bool)> {
+) -> Option<(Conn<S>, bool)> {
     let service = ShardService::new(shared.app.clone(), requests.clone());
     let mut hyper_conn = shared.builder.serve_connection(io, service);
     let served = AssertUnwindSafe(flush::drive(
@@ -180,8 +223,8 @@ async fn serve_hyper<H: Handler>(
 /// Drives hyper's connection under the drain policy: once the grace is
 /// over, hyper finishes the request in flight, if any, and closes. After a
 /// `101`, ends without shutting the socket (hyper's manual upgrade).
-async fn drive_hyper<H: Handler>(
-    conn: &mut http1::Connection<Io, ShardService<H>>,
+async fn drive_hyper<H: Handler, S: Transport>(
+    conn: &mut http1::Connection<Io<S>, ShardService<H>>,
     drain: &Drain<'_>,
 ) -> hyper::Result<()> {
     let mut shutting = false;

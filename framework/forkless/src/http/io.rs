@@ -56,7 +56,6 @@ use bytes::Bytes;
 use hyper::rt::{Read, ReadBufCursor, Write};
 
 use super::Request;
-use super::accept::into_glommio;
 use super::fast_parse;
 use super::framing::{Gate, Rejection, STAND_IN, Step};
 use super::limits::{BodyTimedOut, Limits, Progress, ReadClock, Verdict, Waiting};
@@ -501,11 +500,11 @@ impl<S: Transport> Conn<S> {
     }
 }
 
-impl Conn<Socket> {
+impl<S: Transport> Conn<S> {
     /// After hyper ended the connection on a `101`: the socket, with the
     /// bytes hyper read past the head (`read_buf`) and those the gate held,
     /// for the upgrade task. `None` if hyper's half is still shared.
-    pub(crate) fn into_upgraded(self, io: Io, read_buf: Bytes) -> Option<Upgraded> {
+    pub(crate) fn into_upgraded(self, io: Io<S>, read_buf: Bytes) -> Option<Upgraded> {
         drop(io);
         let inner = Rc::try_unwrap(self.inner).ok()?.into_inner();
         let held = inner.recv.held();
@@ -517,8 +516,8 @@ impl Conn<Socket> {
             all.extend_from_slice(held);
             Bytes::from(all)
         };
-        match inner.stream.into_std() {
-            Ok(stream) => Some(Upgraded::new(into_glommio(stream), unread, inner.counters)),
+        match inner.stream.into_upgraded(unread, inner.counters) {
+            Ok(upgraded) => Some(upgraded),
             Err(error) => {
                 tracing::debug!(%error, "cannot hand an upgraded connection over");
                 None

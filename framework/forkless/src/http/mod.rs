@@ -77,6 +77,7 @@ mod server;
 mod service;
 mod socket;
 mod timeout;
+mod tls;
 pub(crate) mod tower;
 mod transport;
 pub mod upgrade;

@@ -145,6 +145,7 @@ pub(crate) async fn serve<H: Handler>(
             stopping: shard.stopping.clone(),
             limits,
             upgrade_grace: (shard.config.shutdown_timeout / 2).min(MAX_UPGRADE_GRACE),
+            tls: shard.tls.clone(),
         },
         stopping: shard.stopping.clone(),
         me: shard.id,
@@ -251,7 +252,11 @@ fn take_waiting_handoffs<H: Handler>(ctx: &Rc<Ctx<H>>) {
 /// Serves a new connection, or refuses it at the connection limit.
 fn admit<H: Handler>(stream: std::net::TcpStream, ctx: &Rc<Ctx<H>>) {
     if ctx.admission.is_full() {
-        ctx.admission.refuse(into_glommio(stream));
+        if ctx.shared.tls.is_some() {
+            ctx.admission.refuse_tls(stream);
+        } else {
+            ctx.admission.refuse(into_glommio(stream));
+        }
         return;
     }
     match Socket::new(stream) {

@@ -290,6 +290,15 @@ impl Socket {
         })
     }
 
+    /// The socket's descriptor (still owned by it).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    pub(crate) fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.stream.peer_addr()
+    }
+
     pub(crate) fn set_nodelay(&self, on: bool) -> io::Result<()> {
         self.stream.set_nodelay(on)
     }

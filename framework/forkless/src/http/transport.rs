@@ -8,9 +8,15 @@
 //! touching them. The I/O is generic over it: no dynamic dispatch.
 
 use std::io;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
+
+use super::accept::into_glommio;
 use super::socket::Socket;
+use super::upgrade::Upgraded;
+use crate::shard::ShardCounters;
 
 /// A connection's byte stream; see the module docs.
 pub(crate) trait Transport: 'static {
@@ -22,6 +28,12 @@ pub(crate) trait Transport: 'static {
 
     /// Shuts the write side (a second call is harmless).
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// The stream for an upgrade task after a `101`, with the bytes
+    /// already received past the head (`unread`).
+    fn into_upgraded(self, unread: Bytes, counters: Arc<ShardCounters>) -> io::Result<Upgraded>
+    where
+        Self: Sized;
 }
 
 impl Transport for Socket {
@@ -35,5 +47,13 @@ impl Transport for Socket {
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Socket::poll_close(self, cx)
+    }
+
+    fn into_upgraded(self, unread: Bytes, counters: Arc<ShardCounters>) -> io::Result<Upgraded> {
+        Ok(Upgraded::new(
+            into_glommio(self.into_std()?),
+            unread,
+            counters,
+        ))
     }
 }

@@ -79,6 +79,8 @@ use futures::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 use super::Request;
+use super::tls::TlsStream;
+use super::transport::Transport;
 use crate::shard::ShardCounters;
 
 /// Registers `task` to run on the connection of `request` once the handler
@@ -231,12 +233,14 @@ impl Drop for Offer {
     }
 }
 
-/// An upgraded connection: the raw socket after the `101`, as
+/// An upgraded connection: the raw socket after the `101` (on a TLS
+/// listener, the connection's TLS session over it), as
 /// [`futures::io::AsyncRead`] + [`AsyncWrite`].
 ///
 /// Reads return the bytes the client sent right after its request head
 /// first, then the socket's. Writes go straight to the socket (no
-/// buffering: protocol libraries buffer their frames themselves).
+/// buffering: protocol libraries buffer their frames themselves; over TLS,
+/// one write's records may wait for `poll_flush`).
 /// `!Send`: it stays on its shard. Dropping it closes the connection.
 /// [`AsFd`] gives the socket for options (e.g. `socket2::SockRef` to bound
 /// the kernel's send buffer, so a slow reader's backlog stays in sight).
@@ -252,15 +256,30 @@ impl Drop for Offer {
 /// # let _ = greet;
 /// ```
 pub struct Upgraded {
-    stream: TcpStream,
+    stream: Stream,
     unread: Bytes,
     counters: Arc<ShardCounters>,
+}
+
+/// What an upgraded connection runs over.
+enum Stream {
+    Plain(TcpStream),
+    /// On a TLS listener: the session goes on over the shard's socket.
+    Tls(Box<TlsStream>),
 }
 
 impl Upgraded {
     pub(crate) fn new(stream: TcpStream, unread: Bytes, counters: Arc<ShardCounters>) -> Self {
         Self {
-            stream,
+            stream: Stream::Plain(stream),
+            unread,
+            counters,
+        }
+    }
+
+    pub(crate) fn new_tls(stream: TlsStream, unread: Bytes, counters: Arc<ShardCounters>) -> Self {
+        Self {
+            stream: Stream::Tls(Box::new(stream)),
             unread,
             counters,
         }
@@ -276,7 +295,10 @@ impl Upgraded {
     /// # }
     /// ```
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.stream.peer_addr()?)
+        match &self.stream {
+            Stream::Plain(stream) => Ok(stream.peer_addr()?),
+            Stream::Tls(stream) => stream.peer_addr(),
+        }
     }
 
     /// Bytes the client sent after its request head that were not read yet.
@@ -295,7 +317,8 @@ impl Upgraded {
 impl fmt::Debug for Upgraded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upgraded")
-            .field("peer", &self.stream.peer_addr().ok())
+            .field("peer", &self.peer_addr().ok())
+            .field("tls", &matches!(self.stream, Stream::Tls(_)))
             .field("unread", &self.unread.len())
             .finish()
     }
@@ -303,7 +326,10 @@ impl fmt::Debug for Upgraded {
 
 impl AsRawFd for Upgraded {
     fn as_raw_fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
+        match &self.stream {
+            Stream::Plain(stream) => stream.as_raw_fd(),
+            Stream::Tls(stream) => stream.raw_fd(),
+        }
     }
 }
 
@@ -311,7 +337,7 @@ impl AsFd for Upgraded {
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the descriptor belongs to `self.stream`, which keeps it
         // open at least as long as this borrow of `self`.
-        unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) }
+        unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) }
     }
 }
 
@@ -328,7 +354,10 @@ impl AsyncRead for Upgraded {
             this.unread.advance(n);
             return Poll::Ready(Ok(n));
         }
-        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let read = match &mut this.stream {
+            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Tls(stream) => Transport::poll_read(&mut **stream, cx, buf),
+        };
         if let Poll::Ready(Ok(n)) = read {
             this.counters.received(n);
         }
@@ -343,7 +372,10 @@ impl AsyncWrite for Upgraded {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        let written = match &mut this.stream {
+            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Tls(stream) => stream.poll_write_buffered(cx, buf),
+        };
         if let Poll::Ready(Ok(n)) = written {
             this.counters.sent(n);
         }
@@ -351,10 +383,16 @@ impl AsyncWrite for Upgraded {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        match &mut self.get_mut().stream {
+            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Tls(stream) => stream.poll_flush_tls(cx),
+        }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_close(cx)
+        match &mut self.get_mut().stream {
+            Stream::Plain(stream) => Pin::new(stream).poll_close(cx),
+            Stream::Tls(stream) => Transport::poll_close(&mut **stream, cx),
+        }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct ShardCore {
     /// The incarnation a rolling reload is replacing with this one, still
     /// running when this one started (`None` at first start or a restart).
     pub(crate) predecessor: Option<u32>,
+    /// HTTPS: the process's one TLS configuration, shared by every shard.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ShardCore {
