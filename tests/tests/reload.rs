@@ -112,14 +112,19 @@ fn two_rolling_reloads_under_load_fail_no_request() {
 }
 
 #[test]
-fn each_new_incarnation_starts_afresh_and_a_second_reload_waits_its_turn() {
+fn each_new_incarnation_starts_afresh_and_a_second_reload_is_refused_with_409() {
     let env = [("FORKLESS_TEST_RESTART_DELAY_MS", "700")];
     let (server, admin) = start_app(SUPERVISED, 2, &[], &env);
     let before = server.get("/boot").body;
     server.signal(libc::SIGHUP);
     // Shard 0's new incarnation takes 700 ms to listen: the reload runs.
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(forkless_tests::post_at(admin, "/reload").status, 202);
+    let refused = forkless_tests::post_at(admin, "/reload");
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(
+        refused.body,
+        "rolling reload not started: a rolling reload is in progress\n"
+    );
     wait_for("the refusal in the log", Duration::from_secs(5), || {
         server
             .output()
