@@ -304,9 +304,10 @@ impl<M: Send + 'static, R: Send + 'static> Bus<M, R> {
     /// came within `limit`.
     ///
     /// ```no_run
-    /// # async fn example(bus: forkless::Bus<u64, u64>) {
+    /// # async fn example(bus: forkless::bus::Bus<u64, u64>) {
     /// use std::time::Duration;
-    /// use forkless::{CallError, ShardId};
+    /// use forkless::ShardId;
+    /// use forkless::bus::CallError;
     ///
     /// match bus.call_within(ShardId::new(1), 7, Duration::from_millis(100)).await {
     ///     Ok(answer) => println!("{answer}"),
