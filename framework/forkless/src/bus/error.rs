@@ -29,7 +29,7 @@ pub enum CallError<M> {
     NoReply,
     /// No reply came within the call's time limit
     /// ([`DEFAULT_CALL_TIMEOUT`](crate::bus::DEFAULT_CALL_TIMEOUT) for
-    /// [`Bus::call`](crate::Bus::call)): no task on the receiving shard
+    /// [`Bus::call`](crate::bus::Bus::call)): no task on the receiving shard
     /// receives this message type, or its receiver is stuck. The request
     /// may still be handled later; its reply is then dropped.
     TimedOut,
