@@ -16,9 +16,15 @@ use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::Event;
 use crate::ShardId;
+use crate::rate_limit::RateLimited;
+
+/// How long the stand-in waits after a failed accept (out of descriptors,
+/// say) before it polls again; nginx waits 500 ms.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A running stand-in; dropping it stops it.
 #[derive(Debug)]
@@ -73,6 +79,8 @@ fn run(shard: ShardId, sockets: &[TcpListener], woken: &UnixStream, events: &flu
     let Ok(count) = libc::nfds_t::try_from(fds.len()) else {
         return;
     };
+    // Out of descriptors, accept fails as fast as it is retried.
+    let mut errors = RateLimited::default();
     loop {
         // SAFETY: `fds` is a valid array of `count` pollfds for the call.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, -1) };
@@ -99,8 +107,15 @@ fn run(shard: ShardId, sockets: &[TcpListener], woken: &UnixStream, events: &flu
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(error) => {
-                        tracing::warn!(shard = shard.get(), %error, "stand-in accept failed");
-                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        if let Some(suppressed) = errors.allow(Instant::now()) {
+                            tracing::warn!(
+                                shard = shard.get(),
+                                %error,
+                                suppressed,
+                                "stand-in accept failed; retrying"
+                            );
+                        }
+                        std::thread::sleep(ACCEPT_BACKOFF);
                         break;
                     }
                 }
