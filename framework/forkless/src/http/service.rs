@@ -1,7 +1,8 @@
 //! hyper's view of the app's handler on one connection.
 //!
 //! Every response leaves through here, so every response carries `x-shard`:
-//! the handler's (a panic becomes `500` with `Connection: close`) and the
+//! the handler's (a panic becomes `500` with `Connection: close`, a crash of
+//! the shard before the handler answered `503` with `Connection: close`) and the
 //! framework's own refusals of requests the framing gate stopped (`400`,
 //! `408`, `431`, answered without calling the handler, then closed). Each
 //! response body is [`Tracked`], so the connection knows when hyper finished
@@ -13,11 +14,12 @@
 //! records the switch in [`Requests`] for the connection task.
 
 use std::convert::Infallible;
-use std::future::{Future, ready};
+use std::future::{Future, poll_fn, ready};
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use futures::FutureExt;
@@ -28,6 +30,8 @@ use super::requests::{Requests, Tracked};
 use super::upgrade::Offer;
 use super::{Body, Handler, Incoming, IntoResponse, Request};
 use crate::shard::ShardCounters;
+use crate::shard::crash;
+use crate::shard::latch::Wait;
 
 pub(crate) static X_SHARD: HeaderName = HeaderName::from_static("x-shard");
 
@@ -91,16 +95,20 @@ pub(crate) async fn answer<H: Handler>(
     request: Request,
 ) -> Response<Body> {
     // `call` itself runs inside too: a handler may panic before its future.
-    let answered = AssertUnwindSafe(async { app.handler.call(request).await })
-        .catch_unwind()
-        .await;
+    let answered =
+        unless_crashed(AssertUnwindSafe(async { app.handler.call(request).await }).catch_unwind())
+            .await;
     let response = match answered {
-        Ok(output) => output.into_response(),
-        Err(_) => {
+        Some(Ok(output)) => output.into_response(),
+        Some(Err(_)) => {
             app.counters.handler_panic();
             tracing::error!("handler panicked; answered 500 and closing the connection");
             closing(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
         }
+        None => closing(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the shard serving this connection crashed; retry on a new connection\n",
+        ),
     };
     if asks_to_close(&response)
         && (response.status().is_client_error() || response.status().is_server_error())
@@ -108,6 +116,29 @@ pub(crate) async fn answer<H: Handler>(
         requests.linger();
     }
     response
+}
+
+/// `answer`'s output, or `None` when the shard's incarnation crashes before
+/// it is ready (the handler's future is then dropped). The handler is
+/// polled first and the crash latch only once the handler is pending, so a
+/// handler that answers at once never touches it.
+async fn unless_crashed<F: Future>(answer: F) -> Option<F::Output> {
+    let mut answer = pin!(answer);
+    let mut crashed: Option<Wait> = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = answer.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let wait = match &mut crashed {
+            Some(wait) => wait,
+            None => match crash::latch() {
+                Some(latch) => crashed.insert(latch.wait()),
+                None => return Poll::Pending,
+            },
+        };
+        Pin::new(wait).poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// Counts a response (status class, latency since `started`) and stamps

@@ -13,6 +13,12 @@
 //! Tasks get a last turn (`CRASH_GRACE`); then every task still alive is
 //! dropped (`task.rs`, `drop_every_task`), which closes what it held. The
 //! same teardown ends every incarnation, crashed or not.
+//!
+//! What clients see: a request whose handler has not answered yet is
+//! answered `503` with `Connection: close` as soon as the latch is set (the
+//! handler's future is dropped; `http/service.rs`), within the grace; a
+//! response already under way and every idle connection are closed when
+//! their task is dropped.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -42,6 +48,13 @@ pub(crate) fn arm() -> Latch {
         });
     });
     latch
+}
+
+/// The latch a crash of this shard's incarnation sets; `None` off a shard
+/// (or before it is armed). Requests in flight wait on it: a crash answers
+/// them `503` rather than dropping them unanswered (`http/service.rs`).
+pub(crate) fn latch() -> Option<Latch> {
+    CRASH.with(|crash| crash.borrow().as_ref().map(|state| state.latch.clone()))
 }
 
 /// Records a panic that escaped a task and sets the latch.
