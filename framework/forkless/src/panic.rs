@@ -52,8 +52,42 @@ fn payload_text(payload: &(dyn Any + Send)) -> String {
 
 fn describe(info: &PanicHookInfo<'_>) -> String {
     let text = payload_text(info.payload());
+    let hint = tokio_hint(&text, cfg!(feature = "tokio")).unwrap_or("");
     match info.location() {
-        Some(at) => format!("{text} at {}:{}", at.file(), at.line()),
-        None => text,
+        Some(at) => format!("{text} at {}:{}{hint}", at.file(), at.line()),
+        None => format!("{text}{hint}"),
+    }
+}
+
+/// What to enable when a tokio API panics for want of a runtime (a tokio
+/// client, `tokio::spawn`, tower-http's `ServeDir` in an app built without
+/// forkless's `tokio` feature).
+fn tokio_hint(text: &str, tokio_enabled: bool) -> Option<&'static str> {
+    let wants_runtime = text.contains("Tokio 1.x")
+        || text.contains("Tokio feature flag")
+        || text.contains("no reactor running");
+    (wants_runtime && !tokio_enabled).then_some(
+        " (tokio clients, tokio::spawn and tower-http's ServeDir need forkless's \
+         `tokio` feature: forkless = { features = [\"tokio\"] } in Cargo.toml; \
+         see docs/databases.md)",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokio_hint;
+
+    #[test]
+    fn a_tokio_runtime_panic_names_the_feature_to_enable() {
+        for text in [
+            "there is no reactor running, must be called from the context of a Tokio 1.x runtime",
+            "A Tokio 1.x context was found, but IO is disabled.",
+            "`spawn_blocking` requires the `rt` Tokio feature flag",
+        ] {
+            let hint = tokio_hint(text, false).expect("a hint");
+            assert!(hint.contains("features = [\"tokio\"]"), "{hint}");
+            assert_eq!(tokio_hint(text, true), None, "the feature is on already");
+        }
+        assert_eq!(tokio_hint("index out of bounds", false), None);
     }
 }
