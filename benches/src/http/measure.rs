@@ -121,6 +121,7 @@ pub fn throughput(
             connections,
             seconds: setup.warmup.as_secs().max(1),
             cpu: load_cpu,
+            https: false,
         };
         wrk.run(interrupted)?;
         wrk.seconds = setup.window.as_secs().max(1);

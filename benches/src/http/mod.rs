@@ -5,7 +5,8 @@
 //!
 //! - [`server`] starts and kills the servers;
 //! - [`wrk`] and [`loadgen`] put load on them (wrk one request at a time,
-//!   the built-in generator also pipelined);
+//!   the built-in generator also pipelined); [`h2load`] reads the HTTP/2
+//!   load generator's report (the TLS bench, `benches/benches/tls.rs`);
 //! - [`proc`] reads their CPU time and memory from `/proc`;
 //! - [`syscalls`] counts syscalls and io_uring submissions per request;
 //! - [`mixed`] is the mixed load (one request in ten burns ~5 ms of CPU);
@@ -13,6 +14,7 @@
 //!   and goals over all rounds, [`chart`] the SVG.
 
 pub mod chart;
+pub mod h2load;
 pub mod loadgen;
 pub mod measure;
 pub mod mixed;

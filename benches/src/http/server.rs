@@ -269,9 +269,11 @@ fn drain(mut output: impl Read, tail: &Mutex<Vec<u8>>) {
     }
 }
 
-/// The address of a `listening on http://IP:PORT` line.
+/// The address of a `listening on http://IP:PORT` (or `https://`) line.
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let (_, rest) = line.split_once("listening on http://")?;
+    let (_, rest) = line
+        .split_once("listening on http://")
+        .or_else(|| line.split_once("listening on https://"))?;
     let addr = rest.split(|c: char| c.is_whitespace() || c == '/').next()?;
     addr.parse().ok()
 }
@@ -294,6 +296,10 @@ mod tests {
         assert_eq!(listening_addr("listening on http://127.0.0.1:4242\n"), addr);
         assert_eq!(
             listening_addr("2026-11-26 INFO shard=0 listening on http://127.0.0.1:4242/ now"),
+            addr
+        );
+        assert_eq!(
+            listening_addr("listening on https://127.0.0.1:4242\n"),
             addr
         );
         assert_eq!(listening_addr("listening on http://nowhere\n"), None);

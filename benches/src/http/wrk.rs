@@ -20,6 +20,8 @@ pub struct Wrk {
     pub seconds: u64,
     /// Pin wrk to this CPU (`taskset -c`).
     pub cpu: Option<usize>,
+    /// Over TLS (`https://`).
+    pub https: bool,
 }
 
 /// What `wrk` reported.
@@ -64,7 +66,11 @@ impl Wrk {
             .args(["-c", &self.connections.max(self.threads).to_string()])
             .args(["-d", &format!("{}s", self.seconds)])
             .args(["--timeout", "5s", "--latency"])
-            .arg(format!("http://{}/", self.addr))
+            .arg(format!(
+                "{}://{}/",
+                if self.https { "https" } else { "http" },
+                self.addr
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
