@@ -286,6 +286,24 @@ fn api_at_1_and_4_shards_and_no_stale_redirect_after_a_delete() {
     }
     let output = server.output();
     assert!(!output.contains("panicked"), "{output}");
+
+    // Redirects just before a SIGTERM are written by the last flush.
+    every_shard_redirects(
+        &mut streams,
+        &code,
+        301,
+        Some("https://example.com/counted"),
+    );
+    let mut server = server;
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        server.output()
+    );
+    let server = links(&postgres, 1);
+    assert_eq!(hits(&server, &code), expected + SHARDS as u64);
 }
 
 #[test]

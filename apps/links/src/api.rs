@@ -89,14 +89,8 @@ async fn redirect(app: &App, code: &str, count: bool) -> Response {
         None => {
             // Taken before the read: a later invalidation voids the fill.
             let generation = state::generation();
-            let found = db::with_conn(&app.pool, async |conn| {
-                let row = conn
-                    .client
-                    .query_opt(&conn.statements.lookup, &[&code])
-                    .await?;
-                Ok(row.map(|row| row.get::<_, String>(0)))
-            })
-            .await;
+            let found: Result<Option<String>, _> =
+                db::find(&app.pool, |s| &s.lookup, &[&code]).await;
             match found {
                 Ok(Some(url)) => {
                     let url: Rc<str> = url.into();
@@ -142,14 +136,9 @@ async fn create(app: &App, request: Request) -> Response {
                 return error(StatusCode::INTERNAL_SERVER_ERROR, &message);
             }
         };
-        let inserted = db::with_conn(&app.pool, async |conn| {
-            let row = conn
-                .client
-                .query_opt(&conn.statements.insert, &[&code, &url])
-                .await?;
-            Ok(row.is_some())
-        })
-        .await;
+        let inserted = db::find::<String>(&app.pool, |s| &s.insert, &[&code, &url])
+            .await
+            .map(|row| row.is_some());
         match inserted {
             Ok(true) => {
                 let short_url = short_url(app.base_url.as_deref(), host.as_deref(), &code);
@@ -179,14 +168,9 @@ async fn update(app: &App, code: &str, request: Request) -> Response {
         Ok(url) => url,
         Err(response) => return response,
     };
-    let updated = db::with_conn(&app.pool, async |conn| {
-        let row = conn
-            .client
-            .query_opt(&conn.statements.update, &[&code, &url])
-            .await?;
-        Ok(row.is_some())
-    })
-    .await;
+    let updated = db::find::<String>(&app.pool, |s| &s.update, &[&code, &url])
+        .await
+        .map(|row| row.is_some());
     match updated {
         Ok(true) => match invalidate::everywhere(&app.bus, code).await {
             Ok(()) => json_response(StatusCode::OK, &json!({"code": code, "url": url})),
@@ -228,14 +212,7 @@ async fn stats(app: &App, code: &str) -> Response {
     // A shard that could not answer holds at most a second of counts:
     // report the rest rather than fail.
     let unflushed = unflushed.unwrap_or_else(|_| hits::unflushed(code));
-    let stored = db::with_conn(&app.pool, async |conn| {
-        let row = conn
-            .client
-            .query_opt(&conn.statements.hits, &[&code])
-            .await?;
-        Ok(row.map(|row| row.get::<_, i64>(0)))
-    })
-    .await;
+    let stored: Result<Option<i64>, _> = db::find(&app.pool, |s| &s.hits, &[&code]).await;
     match stored {
         Ok(Some(stored)) => {
             let hits = u64::try_from(stored).unwrap_or(0) + unflushed;

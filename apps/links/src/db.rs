@@ -26,6 +26,7 @@ use std::fmt;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use tokio_postgres::types::{FromSqlOwned, ToSql};
 use tokio_postgres::{Client, NoTls, Statement};
 
 /// Longest a request waits for the database, all steps together.
@@ -254,6 +255,23 @@ where
             DB_TIMEOUT.as_millis()
         ))),
     }
+}
+
+/// The first column of the row `statement` (one of [`Statements`]) finds
+/// with `params`, if any, under [`DB_TIMEOUT`].
+pub(crate) async fn find<T: FromSqlOwned>(
+    pool: &Pool,
+    statement: fn(&Statements) -> &Statement,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<T>, DbError> {
+    with_conn(pool, async |conn| {
+        let row = conn
+            .client
+            .query_opt(statement(&conn.statements), params)
+            .await?;
+        row.map(|row| row.try_get(0)).transpose()
+    })
+    .await
 }
 
 /// An error and its causes on one line.
