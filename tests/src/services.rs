@@ -106,11 +106,35 @@ fn postgres_bin() -> Option<PathBuf> {
     versions.pop().map(|(_, bin)| bin)
 }
 
+/// Starts `postgres` on the cluster in `dir` (made by `initdb`), on `port`.
+fn spawn_postgres(bin: &Path, dir: &Path, port: u16, ids: Option<(u32, u32)>) -> Child {
+    let mut postgres = Command::new(bin.join("postgres"));
+    postgres
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-k")
+        .arg(dir)
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .args(["-c", "fsync=off", "-c", "max_connections=200"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some((uid, gid)) = ids {
+        postgres.uid(uid).gid(gid);
+    }
+    postgres.spawn().expect("start postgres")
+}
+
 /// A private PostgreSQL server.
 #[derive(Debug)]
 pub struct Postgres {
     child: Child,
     dir: PathBuf,
+    bin: PathBuf,
+    /// The `postgres` user's uid and gid when running as root.
+    ids: Option<(u32, u32)>,
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
 }
@@ -162,36 +186,54 @@ impl Postgres {
             String::from_utf8_lossy(&init.stderr)
         );
         let port = free_port();
-        let mut postgres = Command::new(bin.join("postgres"));
-        postgres
-            .arg("-D")
-            .arg(&data)
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-k")
-            .arg(&dir)
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "fsync=off", "-c", "max_connections=200"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        as_owner(&mut postgres);
-        let child = postgres.spawn().expect("start postgres");
-        let mut server = Postgres { child, dir, port };
-        let ready = bin.join("pg_isready");
+        let mut server = Postgres {
+            child: spawn_postgres(&bin, &dir, port, ids),
+            dir,
+            bin,
+            ids,
+            port,
+        };
+        server.wait_ready();
+        Some(server)
+    }
+
+    /// Waits (bounded) until the server accepts connections.
+    fn wait_ready(&mut self) {
+        let ready = self.bin.join("pg_isready");
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let probe = Command::new(&ready)
-                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
                 .status();
             if probe.is_ok_and(|status| status.success()) {
-                return Some(server);
+                return;
             }
-            if Instant::now() >= deadline || matches!(server.child.try_wait(), Ok(Some(_))) {
-                panic!("postgres did not start: {}", output_of(&mut server.child));
+            if Instant::now() >= deadline || matches!(self.child.try_wait(), Ok(Some(_))) {
+                panic!("postgres did not start: {}", output_of(&mut self.child));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Stops the server as an outage would, its clients disconnected at
+    /// once (PostgreSQL's fast shutdown, SIGINT); [`resume`](Self::resume)
+    /// starts it again on the same port and data.
+    pub fn pause(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on a child we started and have not reaped.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            assert!(Instant::now() < deadline, "postgres did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again after [`pause`](Self::pause) and waits for it.
+    pub fn resume(&mut self) {
+        self.child = spawn_postgres(&self.bin, &self.dir, self.port, self.ids);
+        self.wait_ready();
     }
 
     /// A tokio-postgres connection string over TCP.
