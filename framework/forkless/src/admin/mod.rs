@@ -44,7 +44,7 @@ mod status;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 pub(crate) use server::AdminServer;
 use server::{Answer, Request};
@@ -125,7 +125,7 @@ fn route(request: &Request, board: &Board, rates: &Rates, actions: &Actions) -> 
             headers: Vec::new(),
         },
         _ => {
-            let document = status::render(&board.view(), rates, Instant::now());
+            let document = status::render(&board.view(), rates, Instant::now(), SystemTime::now());
             let mut body = serde_json::to_vec_pretty(&document).unwrap_or_default();
             body.push(b'\n');
             Answer {
