@@ -3,6 +3,7 @@
 //!
 //! Every wait is bounded; a [`Server`] is killed when dropped.
 
+pub mod browser;
 pub mod load;
 pub mod raw;
 pub mod services;
