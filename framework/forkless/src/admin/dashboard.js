@@ -3,8 +3,9 @@
 "use strict";
 
 const POLL_MS = 1000;
-const HISTORY = 120; // points per chart: two minutes at one a second
-const TIMELINE_MS = 10 * 60 * 1000;
+const HISTORY = 60; // points per chart: a minute at one a second
+const TIMELINE_MIN_MS = 60 * 1000;
+const TIMELINE_MAX_MS = 10 * 60 * 1000;
 const KINDS = ["start", "ready", "crash", "restart", "reload", "stop", "exit", "upgrade", "shutdown"];
 const METRICS = [
   { key: "requests_per_second", unit: "/s", digits: 1 },
@@ -190,20 +191,27 @@ function drawTimeline(shards) {
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
   g.clearRect(0, 0, w, h);
   const lanes = shards + 1, left = 64, lane = (h - 16) / lanes;
-  const end = lastTime || Date.now(), start = end - TIMELINE_MS;
+  // From the oldest event kept (one to ten minutes), up to now.
+  const end = lastTime || Date.now();
+  const oldest = events.length ? events[0].at_unix_ms : end;
+  const span = Math.min(TIMELINE_MAX_MS, Math.max(TIMELINE_MIN_MS, (end - oldest) * 1.05));
+  const start = end - span;
   g.font = "10px system-ui, sans-serif";
   g.fillStyle = "#6b6b70";
   for (let i = 0; i < lanes; i++) {
     g.fillText(i === 0 ? "process" : "shard " + (i - 1), 4, 4 + lane * i + lane / 2 + 3);
     g.fillRect(left, 4 + lane * (i + 1) - 0.5, w - left, 0.5);
   }
-  for (let m = 0; m <= 10; m += 2) {
-    const x = left + ((w - left - 4) * (10 - m)) / 10;
-    g.fillText(m === 0 ? "now" : "-" + m + " min", Math.min(x, w - 30), h - 2);
+  for (let tick = 0; tick <= 4; tick++) {
+    const ago = (span * tick) / 4;
+    const x = left + (w - left - 4) * (1 - tick / 4);
+    const label = tick === 0 ? "now" : ago >= 120000 ? "-" + Math.round(ago / 60000) + " min"
+      : "-" + Math.round(ago / 1000) + " s";
+    g.fillText(label, Math.min(x, w - 30), h - 2);
   }
   for (const e of events) {
     if (e.at_unix_ms < start) continue;
-    const x = left + ((e.at_unix_ms - start) / TIMELINE_MS) * (w - left - 4);
+    const x = left + ((e.at_unix_ms - start) / span) * (w - left - 4);
     const i = e.shard === null ? 0 : e.shard + 1;
     g.fillStyle = colors[e.kind] || "#1d1d1f";
     g.fillRect(x - 1.5, 6 + lane * i, 3, lane - 4);
