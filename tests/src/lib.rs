@@ -3,6 +3,7 @@
 //!
 //! Every wait is bounded; a [`Server`] is killed when dropped.
 
+pub mod browser;
 pub mod load;
 pub mod raw;
 pub mod services;
@@ -213,6 +214,72 @@ impl Server {
 }
 
 impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process that is not a server (a client such as `top --plain`): its
+/// stdout and stderr are collected; killed when dropped.
+#[derive(Debug)]
+pub struct Watched {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Watched {
+    /// Starts `command` with its output collected.
+    pub fn start(mut command: Command) -> Watched {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", command.get_program()));
+        let output = Arc::new(Mutex::new(String::new()));
+        collect(
+            child.stderr.take().expect("piped stderr"),
+            output.clone(),
+            None,
+        );
+        collect(
+            child.stdout.take().expect("piped stdout"),
+            output.clone(),
+            None,
+        );
+        Watched { child, output }
+    }
+
+    /// Everything it printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits at most `timeout` until what it printed after byte `from`
+    /// contains `wanted`; the offset just past it. Fails the test naming
+    /// `wanted` and showing the output otherwise.
+    pub fn wait_for_text(&self, from: usize, wanted: &str, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = self.output();
+            if let Some(at) = output.get(from..).and_then(|rest| rest.find(wanted)) {
+                return from + at + wanted.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {wanted:?} within {timeout:?} in:\n{}",
+                output.get(from..).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watched {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -4,6 +4,9 @@
 //! Routes (`GET`, or `HEAD`, except the two `POST`s; other methods `405`,
 //! other paths `404`):
 //!
+//! - `/`: the live web dashboard (`dashboard.rs`, with `/dashboard.css` and
+//!   `/dashboard.js`): per-shard charts, the lifecycle timeline, reload and
+//!   upgrade buttons, drawn from `/status` once a second.
 //! - `/livez`: `200 ok` while the process runs.
 //! - `/readyz`: `200` while every shard listens and no shutdown has begun;
 //!   `503` (with the reason) from the first moment of a shutdown
@@ -38,13 +41,14 @@
 //! `Connection: close`, bounded head size, read and write timeouts, at most
 //! 16 connections at once) does the job with no new dependency.
 
+mod dashboard;
 mod metrics;
 mod server;
 mod status;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 pub(crate) use server::AdminServer;
 use server::{Answer, Request};
@@ -100,17 +104,22 @@ fn route(request: &Request, board: &Board, rates: &Rates, actions: &Actions) -> 
     if let Some(action) = action {
         return start_action(request, action, actions);
     }
+    let page = dashboard::file(&request.path);
     let known = ["/livez", "/readyz", "/metrics", "/status"];
-    if !known.contains(&request.path.as_str()) {
+    if page.is_none() && !known.contains(&request.path.as_str()) {
         return Answer::text(
             404,
-            "not found: try /livez, /readyz, /metrics, /status, POST /reload or POST /upgrade\n",
+            "not found: try / (the dashboard), /livez, /readyz, /metrics, /status, \
+             POST /reload or POST /upgrade\n",
         );
     }
     if request.method != "GET" && request.method != "HEAD" {
         let mut answer = Answer::text(405, "method not allowed: use GET\n");
         answer.headers.push(("allow", "GET, HEAD"));
         return answer;
+    }
+    if let Some(page) = page {
+        return page;
     }
     match request.path.as_str() {
         "/livez" => Answer::text(200, "ok\n"),
@@ -125,7 +134,7 @@ fn route(request: &Request, board: &Board, rates: &Rates, actions: &Actions) -> 
             headers: Vec::new(),
         },
         _ => {
-            let document = status::render(&board.view(), rates, Instant::now());
+            let document = status::render(&board.view(), rates, Instant::now(), SystemTime::now());
             let mut body = serde_json::to_vec_pretty(&document).unwrap_or_default();
             body.push(b'\n');
             Answer {
@@ -236,6 +245,20 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&status.body).expect("json");
         assert_eq!(json["shards"], 1);
         assert_eq!(get("/nope", &board).status, 404);
+        let page = get("/", &board);
+        assert_eq!(page.status, 200);
+        assert_eq!(page.content_type, "text/html; charset=utf-8");
+        let post_page = Request {
+            method: "POST".into(),
+            path: "/".into(),
+        };
+        let refused = route(
+            &post_page,
+            &board,
+            &Rates::new(Instant::now()),
+            &(Box::new(|_| Asked::Started) as Actions),
+        );
+        assert_eq!(refused.status, 405);
         let post = Request {
             method: "POST".into(),
             path: "/readyz".into(),

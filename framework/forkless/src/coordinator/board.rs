@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::ShardId;
 use crate::bus::mesh::Registry;
 use crate::coordinator::LifecycleKind;
+use crate::coordinator::timeline::{Entry, Timeline};
 use crate::shard::{CounterSnapshot, ShardCounters};
 
 /// Where a shard is in its lifecycle, as the admin endpoint reports it.
@@ -99,6 +100,7 @@ pub(crate) struct Board {
     tallies: Vec<Mutex<Tally>>,
     lives: Mutex<Vec<Life>>,
     registry: Arc<Registry>,
+    timeline: Mutex<Timeline>,
 }
 
 impl std::fmt::Debug for Board {
@@ -148,6 +150,8 @@ pub(crate) struct View {
     pub(crate) started_unix: f64,
     pub(crate) pid: u32,
     pub(crate) shards: Vec<ShardView>,
+    /// The most recent lifecycle events, oldest first.
+    pub(crate) events: Vec<Entry>,
 }
 
 impl Board {
@@ -170,6 +174,7 @@ impl Board {
             tallies: cpus.iter().map(|_| Mutex::default()).collect(),
             cpus,
             registry,
+            timeline: Mutex::default(),
         })
     }
 
@@ -276,6 +281,13 @@ impl Board {
             .store(all_listening && !self.is_stopping(), Ordering::Release);
     }
 
+    /// Puts an event on the timeline (see `timeline.rs` for the words):
+    /// `shard` is the shard and its incarnation for a per-shard event.
+    pub(crate) fn note(&self, kind: &'static str, shard: Option<(ShardId, u32)>, detail: String) {
+        let shard = shard.map(|(id, incarnation)| (id.get(), incarnation));
+        lock(&self.timeline).push(SystemTime::now(), kind, shard, detail);
+    }
+
     /// A shutdown begins: not ready from now on. Called before any shard is
     /// told to stop.
     pub(crate) fn begin_stop(&self) {
@@ -342,6 +354,7 @@ impl Board {
                 .map_or(0.0, |d| d.as_secs_f64()),
             pid: std::process::id(),
             shards,
+            events: lock(&self.timeline).entries(),
         }
     }
 }

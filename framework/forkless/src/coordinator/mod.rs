@@ -45,6 +45,7 @@ mod shell;
 mod signals;
 mod standin;
 mod systemd;
+pub(crate) mod timeline;
 mod upgrade;
 
 use std::any::Any;

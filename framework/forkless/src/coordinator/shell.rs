@@ -24,6 +24,7 @@ use tracing::Level;
 use super::board::Board;
 use super::lifecycle::{LifecycleEvent, LifecycleKind, Subscribers};
 use super::machine::{Action, Cause, Input, Machine, Notice};
+use super::timeline;
 use super::{Event, ShardParts, Starter, listen, standin, systemd, upgrade};
 use crate::bus::mesh::Registry;
 use crate::shard::balance::Balance;
@@ -127,6 +128,9 @@ impl Shell {
                     if let (Event::Reload(_), Some(tls)) = (&event, &self.tls) {
                         // Before the shards: new incarnations handshake with it.
                         tls.reload();
+                    }
+                    if let Event::UpgradeFailed(why) = &event {
+                        self.board.note("upgrade", None, format!("failed: {why}"));
                     }
                     input(event)
                 }
@@ -246,6 +250,8 @@ impl Shell {
             Action::Notify(notice) => self.notify(notice),
             Action::BeginStop => {
                 self.board.begin_stop();
+                let detail = "graceful shutdown began".to_owned();
+                self.board.note("shutdown", None, detail);
                 // The coordinator's descriptors must not keep the ports
                 // open once the shards close theirs.
                 self.admin_socket = None;
@@ -337,6 +343,13 @@ impl Shell {
             thread: Some(thread),
         });
         self.publish(id, number, LifecycleKind::Fork);
+        let word = match cause {
+            Cause::First => "start",
+            Cause::Restart => "restart",
+            Cause::Reload => "reload",
+        };
+        let detail = format!("incarnation {number} started");
+        self.board.note(word, Some((id, number)), detail);
         Ok(())
     }
 
@@ -361,6 +374,9 @@ impl Shell {
 
     fn publish(&self, shard: ShardId, incarnation: u32, kind: LifecycleKind) {
         self.board.record(shard, incarnation, &kind);
+        if let Some((word, detail)) = timeline::shard_event(&kind) {
+            self.board.note(word, Some((shard, incarnation)), detail);
+        }
         self.subscribers.publish(LifecycleEvent {
             shard,
             incarnation,
@@ -399,6 +415,21 @@ impl Shell {
 
     fn notify(&mut self, notice: Notice) {
         let shards = self.shards.len();
+        match notice {
+            Notice::Ready { .. } => {
+                let detail = format!("serving on {shards} shards");
+                self.board.note("ready", None, detail);
+            }
+            Notice::Reloading => {
+                let detail = "rolling reload started".to_owned();
+                self.board.note("reload", None, detail);
+            }
+            Notice::MainPid(pid) => {
+                let detail = format!("process {pid} took over");
+                self.board.note("upgrade", None, detail);
+            }
+            Notice::Stopping | Notice::Watchdog => {}
+        }
         let state = match notice {
             Notice::Ready { first: true } => {
                 let ready = format!(
@@ -463,6 +494,8 @@ impl Shell {
                     binary = %program.display(),
                     "binary upgrade: started the new process; it takes over once every shard of it listens"
                 );
+                let detail = format!("started process {}", pending.pid);
+                self.board.note("upgrade", None, detail);
                 Input::UpgradeStarted(pending.pid)
             }
             Err(error) => {
@@ -471,6 +504,8 @@ impl Shell {
                     %error,
                     "binary upgrade failed to start; this process keeps serving"
                 );
+                let detail = format!("failed to start: {error}");
+                self.board.note("upgrade", None, detail);
                 Input::UpgradeNotStarted
             }
         }

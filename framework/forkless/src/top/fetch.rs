@@ -24,6 +24,8 @@ pub(super) struct Status {
     pub(super) ready: bool,
     pub(super) stopping: bool,
     pub(super) uptime_seconds: f64,
+    /// The whole process's p99 latency over the last second, in ms.
+    pub(super) p99_ms: Option<f64>,
     pub(super) table: Vec<Row>,
 }
 
@@ -36,6 +38,8 @@ pub(super) struct Row {
     pub(super) incarnation: u64,
     pub(super) restarts: u64,
     pub(super) requests_per_second: f64,
+    /// p99 latency over the last second, in ms (`None`: no request).
+    pub(super) p99_ms: Option<f64>,
     pub(super) connections_open: u64,
     pub(super) bus_queue_depth: u64,
     pub(super) stalls: u64,
@@ -49,6 +53,20 @@ pub(super) enum FetchError {
     Unreachable(SocketAddr, std::io::Error),
     /// Something answered, but not a `/status` document.
     BadAnswer(SocketAddr, String),
+}
+
+impl FetchError {
+    /// Why the process cannot be reached, in a few words ("connection
+    /// refused"), or `None` when something answered.
+    pub(super) fn unreachable_because(&self) -> Option<String> {
+        match self {
+            Self::Unreachable(_, error) => Some(match error.kind() {
+                std::io::ErrorKind::WouldBlock => "timed out".to_owned(),
+                kind => kind.to_string(),
+            }),
+            Self::BadAnswer(..) => None,
+        }
+    }
 }
 
 impl fmt::Display for FetchError {
@@ -110,6 +128,7 @@ fn parse_status(body: &Value) -> Option<Status> {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         uptime_seconds: float(body, "uptime_seconds"),
+        p99_ms: body.get("p99_ms").and_then(Value::as_f64),
         table: table
             .iter()
             .map(|row| Row {
@@ -123,6 +142,7 @@ fn parse_status(body: &Value) -> Option<Status> {
                 incarnation: uint(row, "incarnation"),
                 restarts: uint(row, "restarts"),
                 requests_per_second: float(row, "requests_per_second"),
+                p99_ms: row.get("p99_ms").and_then(Value::as_f64),
                 connections_open: uint(row, "connections_open"),
                 bus_queue_depth: uint(row, "bus_queue_depth"),
                 stalls: uint(row, "stalls"),
@@ -150,6 +170,7 @@ mod tests {
             {\"pid\": 7, \"ready\": true, \"stopping\": false, \"uptime_seconds\": 3.5,\
              \"table\": [{\"shard\": 0, \"cpu\": null, \"state\": \"listening\",\
              \"incarnation\": 2, \"restarts\": 1, \"requests_per_second\": 12.5,\
+             \"p99_ms\": 0.25,\
              \"connections_open\": 3, \"bus_queue_depth\": 4, \"stalls\": 5,\
              \"handler_panics\": 6}]}";
         let status = parse_answer(answer).expect("a status");
@@ -161,6 +182,8 @@ mod tests {
         assert_eq!(row.state, "listening");
         assert_eq!(row.incarnation, 2);
         assert_eq!(row.requests_per_second, 12.5);
+        assert_eq!(row.p99_ms, Some(0.25));
+        assert_eq!(status.p99_ms, None, "an older process has no p99");
         assert_eq!(row.handler_panics, 6);
     }
 
@@ -182,6 +205,10 @@ mod tests {
         drop(listener);
         let error = status(addr).expect_err("nothing listens");
         assert!(matches!(error, FetchError::Unreachable(..)));
+        assert_eq!(
+            error.unreachable_because().as_deref(),
+            Some("connection refused")
+        );
         assert!(error.to_string().contains(&addr.to_string()));
     }
 }

@@ -7,35 +7,29 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use crossterm::{cursor, execute, queue, terminal};
 
-use super::fetch::{self, Status};
+use super::fetch;
 use super::frame;
 
 /// How often `/status` is polled and the frame redrawn.
-const REFRESH: Duration = Duration::from_secs(1);
+pub(super) const REFRESH: Duration = Duration::from_secs(1);
 
-/// Runs until the user quits, starting from `status` (already fetched).
-pub(super) fn run(name: &str, admin: SocketAddr, mut status: Status) -> io::Result<()> {
+/// Runs until the user quits, polling `admin` once a second.
+pub(super) fn run(name: &str, admin: SocketAddr) -> io::Result<()> {
     let _terminal = RawScreen::enter()?;
-    let mut problem: Option<String> = None;
+    let mut seen = frame::Seen::default();
     loop {
-        let mut lines = frame::render(name, admin, &status, problem.as_deref());
+        seen.polled(fetch::status(admin), SystemTime::now());
+        let mut lines = frame::render(name, admin, &seen);
         lines.push(String::new());
         lines.push("q quits".to_owned());
         draw(&lines)?;
         if quit_requested_within(REFRESH)? {
             return Ok(());
-        }
-        match fetch::status(admin) {
-            Ok(fresh) => {
-                status = fresh;
-                problem = None;
-            }
-            Err(error) => problem = Some(error.to_string()),
         }
     }
 }
