@@ -332,7 +332,12 @@ fn the_admin_endpoint_answers_while_every_shard_is_blocked() {
             let label = [("shard", &*id.to_string())];
             assert_eq!(value(&metrics, "forkless_shard_stalls_total", &label), 1.0);
         }
-        assert_eq!(server.output().matches("stall: a task ran").count(), shards);
+        let output = server.output();
+        assert_eq!(
+            output.matches("stall: a task ran").count(),
+            shards,
+            "one stall line per shard expected:\n{output}"
+        );
     }
 }
 
