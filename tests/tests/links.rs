@@ -381,3 +381,50 @@ fn a_stopped_database_gives_503_at_once_and_the_app_recovers() {
     let output = server.output();
     assert!(!output.contains("panicked"), "{output}");
 }
+
+#[test]
+fn hits_and_caches_survive_a_rolling_reload() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let mut server = links(&postgres, SHARDS);
+    let counted = create(&server, "https://example.com/counted");
+    let other = create(&server, "https://example.com/other");
+    let mut streams = connection_per_shard(&server, SHARDS);
+    for _ in 0..3 {
+        every_shard_redirects(
+            &mut streams,
+            &counted,
+            301,
+            Some("https://example.com/counted"),
+        );
+    }
+    every_shard_redirects(&mut streams, &other, 301, Some("https://example.com/other"));
+    drop(streams);
+
+    // Every shard replaced: unflushed hits go to the successor or are
+    // written by the predecessor at its end; none lost.
+    server.signal(libc::SIGHUP);
+    wait_for("the reload to finish", Duration::from_secs(20), || {
+        server.output().contains("rolling reload done")
+    });
+    wait_for(
+        "the hits from before the reload",
+        Duration::from_secs(5),
+        || hits(&server, &counted) == 3 * SHARDS as u64,
+    );
+    // The new incarnations cache and invalidate as the old ones did.
+    let mut streams = connection_per_shard(&server, SHARDS);
+    every_shard_redirects(&mut streams, &other, 301, Some("https://example.com/other"));
+    assert_eq!(
+        server
+            .fetch("DELETE", &format!("/links/{other}"), b"")
+            .status,
+        204
+    );
+    every_shard_redirects(&mut streams, &other, 404, None);
+    let output = server.output();
+    assert!(!output.contains("panicked"), "{output}");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+}
