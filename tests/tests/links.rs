@@ -2,7 +2,8 @@
 //! (`forkless_tests::services`): the API at 1 and 4 shards; at 4 shards,
 //! every shard's cache warmed and then no shard redirecting a code once its
 //! delete (or update) was acknowledged, hit counts from every shard adding
-//! up; and the database stopped mid-run: `503` at once for what needs it,
+//! up (the last ones written at shutdown, none lost in a rolling reload);
+//! and the database stopped mid-run: `503` at once for what needs it,
 //! cached redirects still served, and everything back when it is.
 //!
 //! Requests on fresh connections land on whichever shard the kernel picks

@@ -25,8 +25,8 @@
 //! confirmed everywhere: the client retries (both are idempotent).
 //!
 //! Rolling reload: the new incarnation of a shard owns its bus inbox from
-//! its start but replies to invalidations only after [`inherit`]ed state
-//! arrived, which the old incarnation hands over only after it switched its
+//! its start but replies to invalidations only after `Shard::inherit`
+//! returned, which the old incarnation hands over only after it switched its
 //! cache off for good (`main.rs`); so an acknowledgement from a shard under
 //! reload covers the cache of both incarnations.
 
