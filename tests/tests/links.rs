@@ -4,7 +4,8 @@
 //! delete (or update) was acknowledged, hit counts from every shard adding
 //! up (the last ones written at shutdown, none lost in a rolling reload);
 //! and the database stopped mid-run: `503` at once for what needs it,
-//! cached redirects still served, and everything back when it is.
+//! cached redirects still served, and everything back when it is. And a
+//! database unreachable at start: one line, exit 1.
 //!
 //! Requests on fresh connections land on whichever shard the kernel picks
 //! (each answer's `x-shard` says which); the per-shard checks hold one
@@ -428,4 +429,37 @@ fn hits_and_caches_survive_a_rolling_reload() {
     assert!(!output.contains("panicked"), "{output}");
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+#[test]
+fn an_unreachable_database_at_start_is_one_line_and_exit_1() {
+    let port = forkless_tests::services::free_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    for args in [
+        vec!["--database-url".to_owned(), url.clone()],
+        vec![format!("--database-url={url}")],
+    ] {
+        let output = Command::new(app_binary("links"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&args)
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("run links");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "links: cannot use the database at 127.0.0.1:{port}/postgres"
+            )) && stderr.contains("Connection refused"),
+            "{stderr}"
+        );
+    }
+    let output = Command::new(app_binary("links"))
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run links");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--database-url"), "{stderr}");
 }
