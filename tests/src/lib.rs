@@ -40,6 +40,25 @@ pub fn app_binary(package: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
         command.args(["build", "--quiet", "-p", package, "--bin", package]);
+        // The environment of a top-level `cargo build`, without what cargo
+        // sets for the test binary (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...):
+        // ring's build script reruns when those change, and everything
+        // above it (forkless, the app) would rebuild on every test run.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_for_the_test = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+                || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*name);
+            if set_for_the_test {
+                command.env_remove(&*name);
+            }
+        }
         if dir.file_name().is_some_and(|name| name == "release") {
             command.arg("--release");
         }

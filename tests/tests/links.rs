@@ -2,8 +2,10 @@
 //! (`forkless_tests::services`): the API at 1 and 4 shards; at 4 shards,
 //! every shard's cache warmed and then no shard redirecting a code once its
 //! delete (or update) was acknowledged, hit counts from every shard adding
-//! up; and the database stopped mid-run: `503` at once for what needs it,
-//! cached redirects still served, and everything back when it is.
+//! up (the last ones written at shutdown, none lost in a rolling reload);
+//! and the database stopped mid-run: `503` at once for what needs it,
+//! cached redirects still served, and everything back when it is. And a
+//! database unreachable at start: one line, exit 1.
 //!
 //! Requests on fresh connections land on whichever shard the kernel picks
 //! (each answer's `x-shard` says which); the per-shard checks hold one
@@ -380,4 +382,84 @@ fn a_stopped_database_gives_503_at_once_and_the_app_recovers() {
     );
     let output = server.output();
     assert!(!output.contains("panicked"), "{output}");
+}
+
+#[test]
+fn hits_and_caches_survive_a_rolling_reload() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let mut server = links(&postgres, SHARDS);
+    let counted = create(&server, "https://example.com/counted");
+    let other = create(&server, "https://example.com/other");
+    let mut streams = connection_per_shard(&server, SHARDS);
+    for _ in 0..3 {
+        every_shard_redirects(
+            &mut streams,
+            &counted,
+            301,
+            Some("https://example.com/counted"),
+        );
+    }
+    every_shard_redirects(&mut streams, &other, 301, Some("https://example.com/other"));
+    drop(streams);
+
+    // Every shard replaced: unflushed hits go to the successor or are
+    // written by the predecessor at its end; none lost.
+    server.signal(libc::SIGHUP);
+    wait_for("the reload to finish", Duration::from_secs(20), || {
+        server.output().contains("rolling reload done")
+    });
+    wait_for(
+        "the hits from before the reload",
+        Duration::from_secs(5),
+        || hits(&server, &counted) == 3 * SHARDS as u64,
+    );
+    // The new incarnations cache and invalidate as the old ones did.
+    let mut streams = connection_per_shard(&server, SHARDS);
+    every_shard_redirects(&mut streams, &other, 301, Some("https://example.com/other"));
+    assert_eq!(
+        server
+            .fetch("DELETE", &format!("/links/{other}"), b"")
+            .status,
+        204
+    );
+    every_shard_redirects(&mut streams, &other, 404, None);
+    let output = server.output();
+    assert!(!output.contains("panicked"), "{output}");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+#[test]
+fn an_unreachable_database_at_start_is_one_line_and_exit_1() {
+    let port = forkless_tests::services::free_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    for args in [
+        vec!["--database-url".to_owned(), url.clone()],
+        vec![format!("--database-url={url}")],
+    ] {
+        let output = Command::new(app_binary("links"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&args)
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("run links");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "links: cannot use the database at 127.0.0.1:{port}/postgres"
+            )) && stderr.contains("Connection refused"),
+            "{stderr}"
+        );
+    }
+    let output = Command::new(app_binary("links"))
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run links");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--database-url"), "{stderr}");
 }

@@ -177,8 +177,18 @@ async fn update(app: &App, code: &str, request: Request) -> Response {
             Err(unconfirmed) => unconfirmed_error(&unconfirmed, "updated"),
         },
         Ok(false) => error(StatusCode::NOT_FOUND, "no such code"),
-        Err(failure) => db_error(&failure),
+        Err(failure) => changed_maybe(app, code, &failure).await,
     }
+}
+
+/// A failed update or delete may still commit (a timeout while the
+/// statement was on its way): the code is invalidated everywhere anyway,
+/// best effort, so a cache does not keep a URL the table no longer has.
+async fn changed_maybe(app: &App, code: &str, failure: &DbError) -> Response {
+    if matches!(failure, DbError::Unavailable(_)) {
+        let _ = invalidate::everywhere(&app.bus, code).await;
+    }
+    db_error(failure)
 }
 
 /// `DELETE /links/{code}`: `204` once no shard can redirect it any more.
@@ -193,7 +203,7 @@ async fn delete(app: &App, code: &str) -> Response {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(unconfirmed) => unconfirmed_error(&unconfirmed, "deleted"),
         },
-        Err(failure) => db_error(&failure),
+        Err(failure) => changed_maybe(app, code, &failure).await,
     }
 }
 

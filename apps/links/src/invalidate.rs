@@ -22,11 +22,14 @@
 //! counted as done: its cache died with it and the next incarnation starts
 //! empty. A shard that does not answer within [`ACK_TIMEOUT`] makes the
 //! request fail with `503` saying the change is stored but not yet
-//! confirmed everywhere: the client retries (both are idempotent).
+//! confirmed everywhere: the client retries (both are idempotent). A
+//! statement that fails with `503` may still have committed (the limit
+//! passed while it was on its way), so the code is invalidated everywhere
+//! then too, best effort.
 //!
 //! Rolling reload: the new incarnation of a shard owns its bus inbox from
-//! its start but replies to invalidations only after [`inherit`]ed state
-//! arrived, which the old incarnation hands over only after it switched its
+//! its start but replies to invalidations only after `Shard::inherit`
+//! returned, which the old incarnation hands over only after it switched its
 //! cache off for good (`main.rs`); so an acknowledgement from a shard under
 //! reload covers the cache of both incarnations.
 
