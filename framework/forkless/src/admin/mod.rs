@@ -248,17 +248,8 @@ mod tests {
         let page = get("/", &board);
         assert_eq!(page.status, 200);
         assert_eq!(page.content_type, "text/html; charset=utf-8");
-        let post_page = Request {
-            method: "POST".into(),
-            path: "/".into(),
-        };
-        let refused = route(
-            &post_page,
-            &board,
-            &Rates::new(Instant::now()),
-            &(Box::new(|_| Asked::Started) as Actions),
-        );
-        assert_eq!(refused.status, 405);
+        let started: Actions = Box::new(|_| Asked::Started);
+        assert_eq!(ask("POST", "/", &board, &started).status, 405);
         let post = Request {
             method: "POST".into(),
             path: "/readyz".into(),
