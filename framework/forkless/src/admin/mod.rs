@@ -38,8 +38,8 @@
 //! it), and would depend on the very machinery whose failure it must report.
 //! Admin traffic is a probe or a scrape every few seconds, so a tiny HTTP/1.1
 //! responder on std threads (`server.rs`: one request per connection,
-//! `Connection: close`, bounded head size, read and write timeouts, at most
-//! 16 connections at once) does the job with no new dependency.
+//! `Connection: close`, bounded head size, read and write timeouts, a
+//! bounded number of connections) does the job with no new dependency.
 
 mod dashboard;
 mod metrics;
