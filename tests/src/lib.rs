@@ -91,18 +91,8 @@ impl Server {
     /// free port) and waits (at most 20 s) for its `listening on` line.
     pub fn start_command(mut command: Command) -> Server {
         let binary = PathBuf::from(command.get_program());
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-        let output = Arc::new(Mutex::new(String::new()));
         let (found_tx, found_rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        collect(stderr, output.clone(), None);
-        collect(stdout, output.clone(), Some(found_tx));
+        let (mut child, output) = spawn_collected(&mut command, Some(found_tx));
         let addr = match found_rx.recv_timeout(Duration::from_secs(20)) {
             Ok(addr) => addr,
             Err(_) => {
@@ -250,23 +240,7 @@ pub struct Watched {
 impl Watched {
     /// Starts `command` with its output collected.
     pub fn start(mut command: Command) -> Watched {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {:?}: {e}", command.get_program()));
-        let output = Arc::new(Mutex::new(String::new()));
-        collect(
-            child.stderr.take().expect("piped stderr"),
-            output.clone(),
-            None,
-        );
-        collect(
-            child.stdout.take().expect("piped stdout"),
-            output.clone(),
-            None,
-        );
+        let (child, output) = spawn_collected(&mut command, None);
         Watched { child, output }
     }
 
@@ -303,6 +277,26 @@ impl Drop for Watched {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `command` with stdin closed and its stdout and stderr collected
+/// into the returned buffer (`found` gets the `listening on` address).
+fn spawn_collected(
+    command: &mut Command,
+    found: Option<std::sync::mpsc::Sender<SocketAddr>>,
+) -> (Child, Arc<Mutex<String>>) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {:?}: {e}", command.get_program()));
+    let output = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let stdout = child.stdout.take().expect("piped stdout");
+    collect(stderr, output.clone(), None);
+    collect(stdout, output.clone(), found);
+    (child, output)
 }
 
 fn collect(

@@ -1,8 +1,8 @@
 //! The web dashboard on the admin port (`GET /` on `--admin`): a plain HTTP
 //! check of what it serves (types, no-store, a strict Content-Security-Policy,
 //! nothing fetched from outside), and the page in headless Chromium at 2
-//! and 4 shards: one row per shard, requests/s that move under load, and a
-//! reload button that reloads.
+//! and 4 shards: one row per shard, requests/s that move under load, a
+//! reload button that reloads, and a page that says when the process is gone.
 //!
 //! Set `DASHBOARD_SCREENSHOT=docs/dashboard.png` to have the browser test
 //! write a screenshot of the 4-shard page under load there (it then runs
@@ -124,5 +124,9 @@ fn the_dashboard_in_chromium_follows_load_and_reloads_at_2_and_4_shards() {
         }
         let tally = load.finish();
         assert!(tally.ok > 0, "the load got answers");
+
+        // The process gone: the page says so instead of showing it live.
+        drop(server);
+        session.wait_for_text("#link", "process gone");
     }
 }

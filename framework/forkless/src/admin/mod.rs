@@ -38,8 +38,8 @@
 //! it), and would depend on the very machinery whose failure it must report.
 //! Admin traffic is a probe or a scrape every few seconds, so a tiny HTTP/1.1
 //! responder on std threads (`server.rs`: one request per connection,
-//! `Connection: close`, bounded head size, read and write timeouts, at most
-//! 16 connections at once) does the job with no new dependency.
+//! `Connection: close`, bounded head size, read and write timeouts, a
+//! bounded number of connections) does the job with no new dependency.
 
 mod dashboard;
 mod metrics;
@@ -248,17 +248,8 @@ mod tests {
         let page = get("/", &board);
         assert_eq!(page.status, 200);
         assert_eq!(page.content_type, "text/html; charset=utf-8");
-        let post_page = Request {
-            method: "POST".into(),
-            path: "/".into(),
-        };
-        let refused = route(
-            &post_page,
-            &board,
-            &Rates::new(Instant::now()),
-            &(Box::new(|_| Asked::Started) as Actions),
-        );
-        assert_eq!(refused.status, 405);
+        let started: Actions = Box::new(|_| Asked::Started);
+        assert_eq!(ask("POST", "/", &board, &started).status, 405);
         let post = Request {
             method: "POST".into(),
             path: "/readyz".into(),
