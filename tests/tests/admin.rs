@@ -442,6 +442,17 @@ fn admin_answers_carry_their_reason_phrase_and_409_for_a_refused_action() {
     wait_for("/readyz 200", Duration::from_secs(5), || {
         get_at(admin, "/readyz").status == 200
     });
+    // A page of another site in an operator's browser cannot reload.
+    let mut stream = forkless_tests::connect(admin);
+    let cross = request(
+        "POST",
+        "/reload",
+        &[("origin", "http://evil.example"), ("content-length", "0")],
+    );
+    send(&mut stream, &cross);
+    let refused = read_response(&mut BufReader::new(stream)).expect("an answer");
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(status(admin)["reloads"], 0, "no reload started");
     let mut stream = std::net::TcpStream::connect(admin).expect("connect");
     send(&mut stream, b"POST /reload HTTP/1.1\r\nHost: a\r\n\r\n");
     let mut reader = BufReader::new(stream);

@@ -22,7 +22,9 @@
 //!   `/status` shows each shard's new incarnation. One the coordinator
 //!   refuses (a reload or an upgrade is already running, the process is
 //!   stopping, no binary to upgrade to) is answered `409` with the reason;
-//!   `503` once the process is exiting.
+//!   `503` once the process is exiting. A `POST` a browser sends for a
+//!   page of another site, or through a host name rather than the admin
+//!   address (DNS rebinding), is refused `403` (`server::foreign`).
 //!
 //! **It never runs on a shard.** The admin endpoint must answer while every
 //! shard is stuck or restarting, so it runs on threads of its own and reads
@@ -157,6 +159,17 @@ fn start_action(request: &Request, action: Action, actions: &Actions) -> Answer 
         Action::Reload => "rolling reload",
         Action::Upgrade => "binary upgrade",
     };
+    if request.foreign {
+        // A page of another site (or a rebound name) in an operator's
+        // browser must not restart the service: `server::foreign`.
+        return Answer::text(
+            403,
+            format!(
+                "{what} refused: asked from another site's page or through a host name; \
+                 POST from curl or the dashboard at the admin address\n"
+            ),
+        );
+    }
     match actions(action) {
         Asked::Started => Answer::text(
             202,
@@ -182,6 +195,7 @@ mod tests {
         let request = Request {
             method: method.into(),
             path: path.into(),
+            foreign: false,
         };
         route(&request, board, &Rates::new(Instant::now()), actions)
     }
@@ -193,6 +207,30 @@ mod tests {
             board,
             &(Box::new(|_| Asked::Started) as Actions),
         )
+    }
+
+    #[test]
+    fn another_sites_page_cannot_reload_or_upgrade() {
+        let board = Board::new(Arc::new(Registry::new(1, 4)), vec![None]);
+        let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = asked.clone();
+        let actions: Actions = Box::new(move |_| {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            Asked::Started
+        });
+        for path in ["/reload", "/upgrade"] {
+            let request = Request {
+                method: "POST".into(),
+                path: path.into(),
+                foreign: true,
+            };
+            let answer = route(&request, &board, &Rates::new(Instant::now()), &actions);
+            assert_eq!(answer.status, 403, "{path}");
+        }
+        assert!(
+            !asked.load(std::sync::atomic::Ordering::SeqCst),
+            "nothing started"
+        );
     }
 
     #[test]
@@ -253,6 +291,7 @@ mod tests {
         let post = Request {
             method: "POST".into(),
             path: "/readyz".into(),
+            foreign: false,
         };
         let refused = route(
             &post,

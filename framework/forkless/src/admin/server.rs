@@ -56,6 +56,10 @@ pub(crate) struct Request {
     pub(crate) method: String,
     /// The path, without the query.
     pub(crate) path: String,
+    /// Sent by a browser on behalf of a page from another origin, or to a
+    /// `Host` that is not an IP address or `localhost` (DNS rebinding): see
+    /// [`foreign`]. The admin endpoint refuses such a request its `POST`s.
+    pub(crate) foreign: bool,
 }
 
 /// An answer.
@@ -127,9 +131,18 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
                 return Err(HeadError::Malformed);
             };
             let path = target.split(['?', '#']).next().unwrap_or_default();
+            let header = |name: &str| {
+                request
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| std::str::from_utf8(h.value).unwrap_or("\u{fffd}"))
+            };
+            let foreign = foreign(header("host"), header("origin"), header("sec-fetch-site"));
             Ok(Some(Request {
                 method: method.to_owned(),
                 path: path.to_owned(),
+                foreign,
             }))
         }
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Err(HeadError::TooLarge),
@@ -137,6 +150,53 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
         Err(_) => Err(HeadError::Malformed),
     }
+}
+
+/// Whether a browser sends a request on behalf of another site: its
+/// `Origin` names another host than its `Host`, `Sec-Fetch-Site` says
+/// `cross-site` or `same-site`, or its `Host` is a name other than
+/// `localhost` (a page whose own name was made to resolve to the admin
+/// address, DNS rebinding, would pass the origin check; so a browser must
+/// reach the admin port by its address). Only requests with a browser's
+/// marks (`Origin` or `Sec-Fetch-Site`) can be foreign: curl, probes and
+/// scripts send neither, whatever `Host` they use.
+pub(crate) fn foreign(host: Option<&str>, origin: Option<&str>, fetch_site: Option<&str>) -> bool {
+    if origin.is_none() && fetch_site.is_none() {
+        return false;
+    }
+    let host = host.unwrap_or("").trim();
+    let other_origin = origin.is_some_and(|origin| {
+        let origin = origin.trim();
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        !authority.is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+    });
+    let other_site = fetch_site.is_some_and(|site| {
+        let site = site.trim();
+        site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site")
+    });
+    other_origin || other_site || !is_address(host)
+}
+
+/// `host` (with or without a port) is an IP address or `localhost`.
+fn is_address(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        Some(rest) => {
+            return rest
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 /// The running admin server; dropping it stops accepting.
@@ -457,6 +517,51 @@ fn pollfd(fd: libc::c_int, events: libc::c_short) -> libc::pollfd {
 }
 
 #[cfg(test)]
+mod foreign_tests {
+    use super::foreign;
+
+    #[test]
+    fn browsers_on_other_sites_and_rebound_names_are_foreign() {
+        // curl, probes, scripts: no Origin, an address as Host.
+        for host in [
+            "127.0.0.1:9000",
+            "localhost:9000",
+            "[::1]:9000",
+            "10.0.0.5",
+            "LOCALHOST",
+        ] {
+            assert!(!foreign(Some(host), None, None), "{host}");
+        }
+        assert!(!foreign(None, None, None), "HTTP/1.0 without a Host");
+        // The dashboard's own fetches.
+        let same = Some("http://127.0.0.1:9000");
+        assert!(!foreign(Some("127.0.0.1:9000"), same, Some("same-origin")));
+        // Another page's.
+        assert!(foreign(
+            Some("127.0.0.1:9000"),
+            Some("http://evil.example"),
+            None
+        ));
+        assert!(foreign(Some("127.0.0.1:9000"), Some("null"), None));
+        assert!(foreign(
+            Some("127.0.0.1:9000"),
+            Some("http://127.0.0.1:9001"),
+            None
+        ));
+        assert!(foreign(Some("127.0.0.1:9000"), None, Some("cross-site")));
+        assert!(foreign(Some("127.0.0.1:9000"), None, Some("same-site")));
+        // DNS rebinding: the origin matches, the Host is a name.
+        let rebound = Some("http://evil.example:9000");
+        assert!(foreign(
+            Some("evil.example:9000"),
+            rebound,
+            Some("same-origin")
+        ));
+        assert!(foreign(Some("evil.example"), None, Some("same-origin")));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -467,6 +572,14 @@ mod tests {
         assert_eq!(request.method, "GET");
         assert_eq!(request.path, "/metrics");
         assert_eq!(parse_head(b"GET /livez HTTP/1.1\r\nHo"), Ok(None));
+        let from_page =
+            b"POST /reload HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nOrigin: http://evil.example\r\n\r\n";
+        assert!(
+            parse_head(from_page)
+                .expect("parses")
+                .expect("whole")
+                .foreign
+        );
         assert_eq!(
             parse_head(b"GET\x01 / HTTP/1.1\r\n\r\n"),
             Err(HeadError::Malformed)
