@@ -64,6 +64,7 @@ mod fast_parse;
 mod flush;
 mod framing;
 mod handler;
+mod http2;
 #[cfg(feature = "tokio")]
 mod hyper_upgrade;
 mod incoming;
