@@ -64,7 +64,7 @@ pub(crate) struct Shared<H> {
     pub(crate) counters: Arc<ShardCounters>,
     pub(crate) builder: http1::Builder,
     /// hyper's HTTP/2 server with the shard's limits (`http2.rs`).
-    pub(crate) http2: hyper::server::conn::http2::Builder<http2::ShardExecutor>,
+    pub(crate) http2: http2::Http2,
     pub(crate) stopping: Latch,
     pub(crate) limits: Limits,
     /// How long upgraded connections may run on after a shutdown began.
@@ -198,17 +198,11 @@ async fn serve_http2<H: Handler, S: Transport>(
     drain: &Drain<'_>,
 ) {
     let service = ShardService::new(shared.app.clone(), requests.clone());
-    http2::serve(
-        stream,
-        replay,
-        &shared.http2,
-        service,
-        &shared.limits,
-        shared.counters.clone(),
-        requests,
-        drain,
-    )
-    .await;
+    let counters = shared.counters.clone();
+    shared
+        .http2
+        .serve(stream, replay, service, counters, requests, drain)
+        .await;
 }
 
 /// Serves the rest of a connection with hyper, from the first request the

@@ -15,7 +15,7 @@
 //!   (`shard/timer.rs`). A panic in a stream's task ends that stream only
 //!   (it is reset); a handler panic is answered `500` on its stream
 //!   (`service.rs`); the connection and its other streams carry on.
-//! - **Limits** ([`builder`], defaults in `limits.rs`): concurrent streams,
+//! - **Limits** ([`Http2::new`], defaults in `limits.rs`): concurrent streams,
 //!   header list size (the HTTP/1 head limit, `--max-header-size`), flow
 //!   control windows, keep-alive pings with a timeout, and the resets a
 //!   client may cause (rapid reset) before it gets `GOAWAY` with
@@ -78,52 +78,61 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for ShardExecutor {
     }
 }
 
-/// hyper's HTTP/2 server configured with the shard's limits; see the
-/// module docs and `limits.rs` for each default.
-pub(crate) fn builder(limits: &Limits) -> http2::Builder<ShardExecutor> {
-    let mut builder = http2::Builder::new(ShardExecutor);
-    builder
-        .timer(ShardTimer)
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
-        .initial_stream_window_size(H2_WINDOW)
-        .initial_connection_window_size(H2_WINDOW)
-        .keep_alive_interval(H2_PING_INTERVAL)
-        .keep_alive_timeout(H2_PING_TIMEOUT)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS);
-    builder
+/// HTTP/2 on a shard: hyper's server configured with the shard's limits;
+/// see the module docs and `limits.rs` for each default.
+pub(crate) struct Http2 {
+    builder: http2::Builder<ShardExecutor>,
+    limits: Limits,
 }
 
-/// Serves a connection in HTTP/2 until it closes: `replay` holds the bytes
-/// already read from `stream` (the preface, for h2c).
-pub(crate) async fn serve<H: Handler, S: Transport>(
-    stream: S,
-    replay: Bytes,
-    builder: &http2::Builder<ShardExecutor>,
-    service: ShardService<H>,
-    limits: &Limits,
-    counters: Arc<ShardCounters>,
-    requests: &Rc<Requests>,
-    drain: &Drain<'_>,
-) {
-    let io = H2Io {
-        stream,
-        replay,
-        counters,
-    };
-    let service = H2Service {
-        inner: service,
-        requests: requests.clone(),
-    };
-    let conn = builder.serve_connection(io, service);
-    let served = AssertUnwindSafe(drive(conn, limits, requests, drain))
-        .catch_unwind()
-        .await;
-    match served {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::debug!(%error, "HTTP/2 connection ended with an error"),
-        Err(_) => tracing::error!("HTTP/2 connection task panicked; connection closed"),
+impl Http2 {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        let mut builder = http2::Builder::new(ShardExecutor);
+        builder
+            .timer(ShardTimer)
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
+            .initial_stream_window_size(H2_WINDOW)
+            .initial_connection_window_size(H2_WINDOW)
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS);
+        Self {
+            builder,
+            limits: *limits,
+        }
+    }
+
+    /// Serves a connection in HTTP/2 until it closes: `replay` holds the
+    /// bytes already read from `stream` (the preface, for h2c).
+    pub(crate) async fn serve<H: Handler, S: Transport>(
+        &self,
+        stream: S,
+        replay: Bytes,
+        service: ShardService<H>,
+        counters: Arc<ShardCounters>,
+        requests: &Rc<Requests>,
+        drain: &Drain<'_>,
+    ) {
+        let io = H2Io {
+            stream,
+            replay,
+            counters,
+        };
+        let service = H2Service {
+            inner: service,
+            requests: requests.clone(),
+        };
+        let conn = self.builder.serve_connection(io, service);
+        let served = AssertUnwindSafe(drive(conn, &self.limits, requests, drain))
+            .catch_unwind()
+            .await;
+        match served {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "HTTP/2 connection ended with an error"),
+            Err(_) => tracing::error!("HTTP/2 connection task panicked; connection closed"),
+        }
     }
 }
 
