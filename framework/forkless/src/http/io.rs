@@ -14,7 +14,10 @@
 //!   whole request heads that passed the strict framing checks, and the
 //!   bodies behind them. A partial head waits in the buffer until it is
 //!   whole; a refused head is replaced by the gate's stand-in (see
-//!   `framing.rs`). Passed bytes are copied into hyper's uninitialised read
+//!   `framing.rs`). A connection whose first head the fast path declines
+//!   and whose bytes are HTTP/2's client preface goes to HTTP/2 instead
+//!   ([`Next::Http2`], [`Conn::into_stream`]): the gate never sees it.
+//!   Passed bytes are copied into hyper's uninitialised read
 //!   buffer with `put_slice`: no zero-filling per read and no `unsafe`.
 //! - **Writes are batched.** What the protocols write is buffered
 //!   (`send.rs`) and sent when the connection task is about to wait
