@@ -248,6 +248,26 @@ fn sigterm_sends_goaway_and_streams_in_flight_finish() {
     assert!(status.success(), "{status:?}");
 }
 
+#[test]
+fn an_idle_connection_is_sent_goaway_and_closed() {
+    let server = start(
+        TESTAPP,
+        1,
+        &["--keep-alive-timeout", "1s", "--header-read-timeout", "1s"],
+    );
+    run(async {
+        let (client, conn) = h2c(server.addr).await;
+        assert_eq!(get(&client, "/").await.status, 200);
+        let started = Instant::now();
+        // Idle for one to two keep-alive periods, then GOAWAY and the end.
+        let ended = tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the idle connection was closed");
+        assert!(matches!(ended, Ok(Ok(()))), "ended with {ended:?}");
+        assert!(started.elapsed() >= Duration::from_millis(900));
+    });
+}
+
 /// Raw HTTP/2 frames, for clients no library would be.
 mod frame {
     pub(super) const HEADERS: u8 = 1;
