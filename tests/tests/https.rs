@@ -1,4 +1,4 @@
-//! HTTPS (`--tls-cert`, `--tls-key`): curl at 1, 2 and 4 shards; session
+//! HTTPS (`--tls-cert`, `--tls-key`): curl at 1, 2 and 4 shards (h2 and http/1.1 by ALPN); session
 //! resumption whichever shard answers (TLS 1.3 tickets, TLS 1.2 session
 //! IDs), across a rolling reload and a binary upgrade; certificate reload
 //! without a restart; the handshake timeout; one-line errors for bad files.
@@ -80,23 +80,26 @@ fn curl_gets_https_at_1_2_and_4_shards() {
     for shards in SHARD_COUNTS {
         let server = start(shards, &cert, &key, &[]);
         let port = server.addr.port();
-        let output = Command::new("curl")
-            .args(["-sS", "-i", "--max-time", "10", "--cacert"])
-            .arg(&ca_file)
-            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
-            .arg(format!("https://localhost:{port}/"))
-            .output()
-            .expect("run curl");
-        let text = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{shards} shards: {}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            server.output()
-        );
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        assert!(text.contains("x-shard: "), "{text}");
-        assert!(text.ends_with("ok\n"), "{text}");
+        // ALPN: curl offers h2 first and gets it; asked for HTTP/1.1, that.
+        for (flag, status_line) in [("--http2", "HTTP/2 200"), ("--http1.1", "HTTP/1.1 200")] {
+            let output = Command::new("curl")
+                .args(["-sS", "-i", flag, "--max-time", "10", "--cacert"])
+                .arg(&ca_file)
+                .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+                .arg(format!("https://localhost:{port}/"))
+                .output()
+                .expect("run curl");
+            let text = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "{shards} shards, {flag}: {}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                server.output()
+            );
+            assert!(text.starts_with(status_line), "{flag}: {text}");
+            assert!(text.contains("x-shard: "), "{text}");
+            assert!(text.ends_with("ok\n"), "{text}");
+        }
     }
 }
 

@@ -4,18 +4,20 @@
 //!
 //! - **The protocol is chosen once, here, above the I/O** ([`Protocol`]):
 //!   on a TLS listener after the handshake (`tls.rs`) from what ALPN
-//!   settled on ([`Protocol::negotiated`]); today every connection speaks HTTP/1.1, starting on the fast path
-//!   (`fast.rs`) and handed to hyper's HTTP/1 server at the first head the
-//!   fast path does not take. The I/O below (`io.rs`: the receive buffer,
-//!   the framing gate, the deadlines, batched writes) is the same for
-//!   every protocol and generic over the stream (`transport.rs`); another
-//!   protocol (HTTP/2 with its `PRI * HTTP/2.0` preface, or chosen by ALPN
-//!   on a TLS stream) slots in as one more [`Protocol`], and a TLS stream as
-//!   one more transport, without touching the fast path or its parser.
+//!   settled on ([`Protocol::negotiated`]): `h2` is HTTP/2 (`http2.rs`),
+//!   anything else HTTP/1.1, starting on the fast path (`fast.rs`) and
+//!   handed to hyper's HTTP/1 server at the first head the fast path does
+//!   not take. A connection whose first bytes are HTTP/2's preface (h2c with
+//!   prior knowledge) is recognised where the fast path declines that head
+//!   and goes to HTTP/2 with the bytes read so far. The I/O below (`io.rs`:
+//!   the receive buffer, the framing gate, the deadlines, batched writes)
+//!   serves HTTP/1 and is generic over the stream (`transport.rs`); HTTP/2
+//!   reads and writes the same stream through hyper's HTTP/2 server.
 //! - **One drain policy** (`drain.rs`) watches the shard's stop for
 //!   whichever protocol serves: stop, close idle, grace for one more request.
 //! - **Panics cost this connection only.** Each protocol runs under
-//!   `catch_unwind`; a panic closes the connection and is logged.
+//!   `catch_unwind`; a panic closes the connection and is logged (on
+//!   HTTP/2, a panicking stream costs that stream only: `http2.rs`).
 //! - **A refused request closes lingering** ([`Conn::linger`]): the client
 //!   reads that answer rather than a reset; not past the start of a
 //!   shutdown.
@@ -35,6 +37,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::select;
 use hyper::server::conn::http1;
@@ -43,6 +46,7 @@ use super::Handler;
 use super::drain::{Drain, Phase};
 use super::fast::{self, FastEnd};
 use super::flush::{self, Ended};
+use super::http2;
 use super::io::{self, Conn, Io};
 use super::limits::Limits;
 use super::requests::Requests;
@@ -59,6 +63,8 @@ pub(crate) struct Shared<H> {
     pub(crate) app: Rc<App<H>>,
     pub(crate) counters: Arc<ShardCounters>,
     pub(crate) builder: http1::Builder,
+    /// hyper's HTTP/2 server with the shard's limits (`http2.rs`).
+    pub(crate) http2: http2::Http2,
     pub(crate) stopping: Latch,
     pub(crate) limits: Limits,
     /// How long upgraded connections may run on after a shutdown began.
@@ -71,25 +77,23 @@ pub(crate) struct Shared<H> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Protocol {
     /// HTTP/1.1: the fast path, then hyper's HTTP/1 from the first head
-    /// the fast path does not take.
+    /// the fast path does not take. A plaintext connection whose first
+    /// bytes are HTTP/2's preface (h2c with prior knowledge) is recognised
+    /// there (`io.rs`, where the fast path declines a head) and goes to
+    /// HTTP/2 with the bytes read so far.
     Http1,
+    /// HTTP/2 (`http2.rs`): hyper's HTTP/2 server on the shard's executor.
+    Http2,
 }
 
 impl Protocol {
-    /// A plain connection speaks HTTP/1.1 today. HTTP/2 with prior
-    /// knowledge would be recognised here (its preface `PRI * HTTP/2.0`)
-    /// and served by its own arm of [`serve_protocol`].
-    fn of(_stream: &Socket) -> Self {
-        Protocol::Http1
-    }
-
     /// A TLS connection's protocol, from what ALPN settled on: the one
-    /// place it is chosen. Only `http/1.1` is offered today
-    /// (`tls::ALPN_HTTP1`); a client that offered no ALPN speaks HTTP/1.1.
-    /// HTTP/2 connects here: offer `h2` in `Tls::load` and map `b"h2"` to
-    /// its own variant.
+    /// place it is chosen. `h2` and `http/1.1` are offered (`Tls::load`);
+    /// a client that offered no ALPN speaks HTTP/1.1 (or sends the
+    /// HTTP/2 preface, recognised as on a plaintext connection).
     fn negotiated(alpn: Option<&[u8]>) -> Self {
         match alpn {
+            Some(crate::tls::ALPN_H2) => Protocol::Http2,
             Some(crate::tls::ALPN_HTTP1) | None => Protocol::Http1,
             // Never negotiated: rustls settles only on a protocol offered.
             Some(_) => Protocol::Http1,
@@ -104,10 +108,7 @@ pub(crate) async fn serve<H: Handler>(stream: Socket, shared: &Shared<H>, closin
     // Responses are flushed whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
     match &shared.tls {
-        None => {
-            let protocol = Protocol::of(&stream);
-            serve_protocol(stream, protocol, shared, closing).await;
-        }
+        None => serve_protocol(stream, Protocol::Http1, shared, closing).await,
         Some(config) => {
             // The handshake may take the header read timeout, like a head.
             let timeout = shared.limits.header_read_timeout;
@@ -133,9 +134,12 @@ async fn serve_protocol<H: Handler, S: Transport>(
     let (conn, linger) = match protocol {
         Protocol::Http1 => match serve_http1(stream, shared, &requests, &drain).await {
             Some(ended) => ended,
-            // Upgraded: the socket went to the upgrade task.
+            // Upgraded (the socket went to the upgrade task), or HTTP/2.
             None => return,
         },
+        Protocol::Http2 => {
+            return serve_http2(stream, Bytes::new(), shared, &requests, &drain).await;
+        }
     };
     if linger {
         // Closing: no longer a connection to balance against.
@@ -166,6 +170,15 @@ async fn serve_http1<H: Handler, S: Transport>(
         .await;
     match fast {
         Ok(Ended::Done(FastEnd::Hyper)) => serve_hyper(io, conn, shared, requests, drain).await,
+        Ok(Ended::Done(FastEnd::Http2)) => {
+            match conn.into_stream(io) {
+                Some((stream, received)) => {
+                    serve_http2(stream, received, shared, requests, drain).await;
+                }
+                None => tracing::error!("HTTP/2 connection still shared; closed"),
+            }
+            None
+        }
         Ok(Ended::Done(FastEnd::Closed)) => Some((conn, requests.wants_linger())),
         Ok(Ended::SendTimedOut) => Some((conn, false)),
         Err(_) => {
@@ -173,6 +186,23 @@ async fn serve_http1<H: Handler, S: Transport>(
             Some((conn, false))
         }
     }
+}
+
+/// HTTP/2 until the connection closes; `replay` holds the bytes already
+/// read (the preface, for h2c).
+async fn serve_http2<H: Handler, S: Transport>(
+    stream: S,
+    replay: Bytes,
+    shared: &Shared<H>,
+    requests: &Rc<Requests>,
+    drain: &Drain<'_>,
+) {
+    let service = ShardService::new(shared.app.clone(), requests.clone());
+    let counters = shared.counters.clone();
+    shared
+        .http2
+        .serve(stream, replay, service, counters, requests, drain)
+        .await;
 }
 
 /// Serves the rest of a connection with hyper, from the first request the

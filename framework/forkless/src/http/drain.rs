@@ -1,6 +1,7 @@
 //! The drain policy: what a connection does once its shard stops. One
 //! watcher per connection, used by every protocol the connection speaks
-//! (the fast path and hyper's HTTP/1 today).
+//! (the fast path, hyper's HTTP/1, and HTTP/2, where the stop sends
+//! `GOAWAY` at once and streams in flight finish: `http2.rs`).
 //!
 //! Contract:
 //!

@@ -70,6 +70,8 @@ pub(crate) enum FastEnd {
     Closed,
     /// hyper serves the rest of the connection.
     Hyper,
+    /// The connection opened with the HTTP/2 preface: HTTP/2 serves it.
+    Http2,
 }
 
 /// Serves requests on the fast path until the connection ends or goes to
@@ -108,6 +110,7 @@ async fn serve_requests<H: Handler, S: Transport>(
         let request = match next {
             Ok(Next::Request(request)) => request,
             Ok(Next::Hyper) => return FastEnd::Hyper,
+            Ok(Next::Http2) => return FastEnd::Http2,
             Ok(Next::End) => return FastEnd::Closed,
             Err(error) => {
                 tracing::debug!(%error, "connection ended with an error");

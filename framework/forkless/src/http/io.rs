@@ -14,7 +14,10 @@
 //!   whole request heads that passed the strict framing checks, and the
 //!   bodies behind them. A partial head waits in the buffer until it is
 //!   whole; a refused head is replaced by the gate's stand-in (see
-//!   `framing.rs`). Passed bytes are copied into hyper's uninitialised read
+//!   `framing.rs`). A connection whose first head the fast path declines
+//!   and whose bytes are HTTP/2's client preface goes to HTTP/2 instead
+//!   ([`Next::Http2`], [`Conn::into_stream`]): the gate never sees it.
+//!   Passed bytes are copied into hyper's uninitialised read
 //!   buffer with `put_slice`: no zero-filling per read and no `unsafe`.
 //! - **Writes are batched.** What the protocols write is buffered
 //!   (`send.rs`) and sent when the connection task is about to wait
@@ -58,6 +61,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use super::Request;
 use super::fast_parse;
 use super::framing::{Gate, Rejection, STAND_IN, Step};
+use super::http2::PREFACE;
 use super::limits::{BodyTimedOut, Limits, Progress, ReadClock, Verdict, Waiting};
 use super::recv::RecvBuffer;
 use super::requests::Requests;
@@ -85,6 +89,9 @@ struct Inner<S> {
     fast: bool,
     /// A request the fast path parsed and has not taken yet.
     fast_request: Option<Request>,
+    /// The connection opened with the HTTP/2 client preface (h2c with prior
+    /// knowledge): the connection goes to HTTP/2 with what was received.
+    http2: bool,
     /// How much of [`STAND_IN`] hyper has been given, once a head is refused.
     stand_in: Option<usize>,
     clock: ReadClock,
@@ -139,6 +146,17 @@ impl<S: Transport> Inner<S> {
                 self.clock.on_head();
                 self.fast_request = Some(request);
                 return;
+            }
+            if self.fast && self.requests.heads() == 0 && input.first() == Some(&b'P') {
+                // Only where the fast path declined the first head: HTTP/2's preface?
+                if input.starts_with(PREFACE) {
+                    self.http2 = true;
+                    return;
+                }
+                if PREFACE.starts_with(input) {
+                    self.clock.on_head_bytes(Instant::now);
+                    return;
+                }
             }
             match self.gate.step(input) {
                 Step::Head(n) => {
@@ -238,6 +256,9 @@ impl<S: Transport> Inner<S> {
         self.read_blocked = false;
         self.clock.on_retry(Instant::now);
         loop {
+            if self.http2 {
+                return Poll::Ready(Ok(Next::Http2));
+            }
             if self.fast && self.fast_request.is_none() && self.recv.has_unpassed() {
                 // Pipelined heads held back behind the last fast request.
                 self.admit();
@@ -356,6 +377,9 @@ pub(crate) enum Next {
     /// A head the fast path does not take (or a refusal hyper answers):
     /// hyper serves the connection from here on.
     Hyper,
+    /// The connection opened with the HTTP/2 preface: HTTP/2 serves it
+    /// ([`Conn::into_stream`]).
+    Http2,
     /// The client closed, or the connection idled out.
     End,
 }
@@ -385,6 +409,7 @@ pub(crate) fn split<S: Transport>(
         gate: Gate::new(limits.max_header_size),
         fast: true,
         fast_request: None,
+        http2: false,
         stand_in: None,
         clock: ReadClock::default(),
         read_blocked: false,
@@ -501,6 +526,16 @@ impl<S: Transport> Conn<S> {
 }
 
 impl<S: Transport> Conn<S> {
+    /// After the fast path saw the HTTP/2 preface ([`Next::Http2`]): the
+    /// stream, with every byte received so far (the preface first), for
+    /// HTTP/2. `None` if hyper's half is still shared.
+    pub(crate) fn into_stream(self, io: Io<S>) -> Option<(S, Bytes)> {
+        drop(io);
+        let inner = Rc::try_unwrap(self.inner).ok()?.into_inner();
+        let received = Bytes::copy_from_slice(inner.recv.held());
+        Some((inner.stream, received))
+    }
+
     /// After hyper ended the connection on a `101`: the socket, with the
     /// bytes hyper read past the head (`read_buf`) and those the gate held,
     /// for the upgrade task. `None` if hyper's half is still shared.

@@ -11,6 +11,9 @@
 //! | request body bytes the handler asked for | body read timeout without progress, or below the minimum rate | the body read fails (`read_body` answers `408`), then closed |
 //! | the client to take response bytes | send timeout without progress | closed |
 //! | the handler | none: it decides | |
+//! | HTTP/2: the connection preface or the first stream | header read timeout, from accept | closed |
+//! | HTTP/2: a stream on a connection with none open | keep-alive timeout (checked once a period: idle 1-2 periods) | `GOAWAY`, closed |
+//! | HTTP/2: the answer to a keep-alive `PING` | [`H2_PING_TIMEOUT`], one every [`H2_PING_INTERVAL`] | closed |
 //!
 //! The body rate counts only time the server spent waiting for body bytes
 //! the handler asked for: a body sent at `rate` bytes/s or faster always
@@ -28,6 +31,35 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 pub(crate) use crate::config::Limits;
+
+/// HTTP/2 (`http2.rs`): most streams one connection may have open at once
+/// (nginx's `http2_max_concurrent_streams`); a client may open no more
+/// until one ends.
+pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// HTTP/2: the initial flow-control window of each stream and of the
+/// connection, 1 MiB (h2's defaults are 64 KiB, which caps one stream at
+/// 64 KiB per round trip: ~6 MB/s over a 10 ms path). A window bounds what
+/// a client may send ahead of the handler reading it.
+pub(crate) const H2_WINDOW: u32 = 1024 * 1024;
+
+/// HTTP/2: a keep-alive `PING` every 20 s; a connection whose peer does not
+/// answer one within [`H2_PING_TIMEOUT`] is closed (a dead peer, or one
+/// that stopped reading: its `PING` cannot even be sent).
+pub(crate) const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// HTTP/2: how long a keep-alive `PING` may wait for its answer.
+pub(crate) const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// HTTP/2 rapid reset (CVE-2023-44487): streams a client may open and
+/// reset before the server took them up. Past it the connection gets
+/// `GOAWAY` with `ENHANCE_YOUR_CALM` (hyper's and h2's default).
+pub(crate) const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// HTTP/2: streams the server may reset for a client's protocol errors on
+/// one connection before it sends `GOAWAY` with `ENHANCE_YOUR_CALM`
+/// ("MadeYouReset", CVE-2025-8671; hyper's default).
+pub(crate) const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// The error a body read gets when the body stalls or trickles in too slowly.
 #[derive(Debug)]

@@ -10,6 +10,12 @@
 //! and closes that connection; the shard and all its other connections keep
 //! serving. Every response carries `x-shard`.
 //!
+//! HTTP/2 is served too, by hyper's HTTP/2 server on the shard's own
+//! executor: chosen by ALPN `h2` over TLS, or on a plaintext listener by the
+//! client preface (h2c with prior knowledge), with limits on streams,
+//! headers, windows and resets (rapid reset), `GOAWAY` on shutdown and
+//! reload, and a handler panic costing one stream (docs/http2.md).
+//!
 //! Bad clients meet limits, each with a flag and a [`Config`](crate::Config)
 //! method (see `limits.rs` for when each applies): request heads are checked
 //! for ambiguous framing before hyper sees them (`400` and close, as nginx
@@ -64,6 +70,7 @@ mod fast_parse;
 mod flush;
 mod framing;
 mod handler;
+mod http2;
 #[cfg(feature = "tokio")]
 mod hyper_upgrade;
 mod incoming;

@@ -57,6 +57,11 @@ impl Requests {
         self.heads.set(self.heads.get() + 1);
     }
 
+    /// Heads let through so far (HTTP/2: streams begun).
+    pub(crate) fn heads(&self) -> u64 {
+        self.heads.get()
+    }
+
     /// The fast path took a head (hyper never sees it): counted as let
     /// through and called, so later heads keep their indexes.
     pub(crate) fn fast_head(&self) {

@@ -142,6 +142,7 @@ pub(crate) async fn serve<H: Handler>(
             }),
             counters: Arc::clone(&shard.counters),
             builder,
+            http2: super::http2::Http2::new(&limits),
             stopping: shard.stopping.clone(),
             limits,
             upgrade_grace: (shard.config.shutdown_timeout / 2).min(MAX_UPGRADE_GRACE),

@@ -18,7 +18,7 @@
 //!   pair replaces the served one atomically ([`Resolver`]); handshakes
 //!   from then on present it, open connections carry on. A bad pair is
 //!   logged and the old one kept.
-//! - **ALPN** offers [`ALPN_HTTP1`] only; the connection (`http/connection.rs`)
+//! - **ALPN** offers [`ALPN_H2`], then [`ALPN_HTTP1`]; the connection (`http/connection.rs`)
 //!   chooses its protocol from what was negotiated, in one place.
 //! - The crypto provider is rustls's `ring` (no C++ toolchain or CMake,
 //!   links into the static glibc binary, docs/https.md).
@@ -36,6 +36,9 @@ use crate::Error;
 use crate::config::TlsFiles;
 use crate::error::ErrorKind;
 use tickets::TicketKeys;
+
+/// The ALPN name of HTTP/2 over TLS, offered first.
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 /// The ALPN name of HTTP/1.1.
 pub(crate) const ALPN_HTTP1: &[u8] = b"http/1.1";
@@ -88,7 +91,7 @@ impl Tls {
             .map_err(|e| Error::new(ErrorKind::Tls(format!("cannot configure TLS: {e}"))))?
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
-        config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+        config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
         config.ticketer = tickets.clone();
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
         Ok(Tls {
