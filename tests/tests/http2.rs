@@ -1,8 +1,9 @@
 //! HTTP/2: h2c with prior knowledge and h2 over TLS by ALPN (with
 //! `http/1.1` still negotiated for a client that offers only that), 100
 //! concurrent streams on one connection, a handler panic costing one
-//! stream, an axum router, GOAWAY on SIGTERM with streams in flight
-//! finished, and the floods: rapid reset (CVE-2023-44487) and CONTINUATION.
+//! stream, an axum router, GOAWAY on SIGTERM and on a rolling reload with
+//! streams in flight finished, GOAWAY for an idle connection, and the
+//! floods: rapid reset (CVE-2023-44487) and CONTINUATION.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -246,6 +247,32 @@ fn sigterm_sends_goaway_and_streams_in_flight_finish() {
         .wait_exit(Duration::from_secs(10))
         .expect("the server exited after SIGTERM");
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_rolling_reload_sends_goaway_and_streams_in_flight_finish() {
+    let server = start(TESTAPP, 2, &[]);
+    run(async {
+        let (client, conn) = h2c(server.addr).await;
+        let slow = (0..5).map(|_| {
+            let client = client.clone();
+            async move { get(&client, "/slow").await }
+        });
+        let slow = tokio::spawn(futures::future::join_all(slow));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.signal(libc::SIGHUP);
+        for answer in slow.await.expect("the slow requests") {
+            assert_eq!((answer.status, answer.body.as_str()), (200, "slow\n"));
+        }
+        // The old incarnation drains: GOAWAY, then the connection ends.
+        let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the connection ended after GOAWAY");
+        assert!(matches!(ended, Ok(Ok(()))), "ended with {ended:?}");
+        // The new incarnations serve.
+        let (client, _conn) = h2c(server.addr).await;
+        assert_eq!(get(&client, "/").await.status, 200);
+    });
 }
 
 #[test]
