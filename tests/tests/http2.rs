@@ -219,30 +219,34 @@ fn h2_over_tls_by_alpn_and_http1_for_a_client_that_offers_only_it() {
     });
 }
 
+/// Five slow streams are in flight when `signal` arrives: each is
+/// answered, then the connection ends cleanly (GOAWAY) within `within`.
+async fn streams_finish_after(server: &Server, signal: i32, within: Duration) {
+    let (client, conn) = h2c(server.addr).await;
+    let slow = (0..5).map(|_| {
+        let client = client.clone();
+        async move { get(&client, "/slow").await }
+    });
+    let slow = tokio::spawn(futures::future::join_all(slow));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.signal(signal);
+    for answer in slow.await.expect("the slow requests") {
+        assert_eq!((answer.status, answer.body.as_str()), (200, "slow\n"));
+    }
+    let ended = tokio::time::timeout(within, conn)
+        .await
+        .expect("the connection ended after GOAWAY");
+    assert!(matches!(ended, Ok(Ok(()))), "ended with {ended:?}");
+}
+
 #[test]
 fn sigterm_sends_goaway_and_streams_in_flight_finish() {
     let mut server = start(TESTAPP, 1, &[]);
-    run(async {
-        let (client, conn) = h2c(server.addr).await;
-        let slow = (0..5).map(|_| {
-            let client = client.clone();
-            async move { get(&client, "/slow").await }
-        });
-        let slow = tokio::spawn(futures::future::join_all(slow));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        server.signal(libc::SIGTERM);
-        for answer in slow.await.expect("the slow requests") {
-            assert_eq!((answer.status, answer.body.as_str()), (200, "slow\n"));
-        }
-        // GOAWAY: the connection ends cleanly once its streams are done.
-        let ended = tokio::time::timeout(Duration::from_secs(5), conn)
-            .await
-            .expect("the connection ended after GOAWAY");
-        assert!(
-            matches!(ended, Ok(Ok(()))),
-            "the connection ended with {ended:?}"
-        );
-    });
+    run(streams_finish_after(
+        &server,
+        libc::SIGTERM,
+        Duration::from_secs(5),
+    ));
     let status = server
         .wait_exit(Duration::from_secs(10))
         .expect("the server exited after SIGTERM");
@@ -252,24 +256,14 @@ fn sigterm_sends_goaway_and_streams_in_flight_finish() {
 #[test]
 fn a_rolling_reload_sends_goaway_and_streams_in_flight_finish() {
     let server = start(TESTAPP, 2, &[]);
+    // The old incarnation drains: GOAWAY, then the connection ends.
+    run(streams_finish_after(
+        &server,
+        libc::SIGHUP,
+        Duration::from_secs(10),
+    ));
+    // The new incarnations serve.
     run(async {
-        let (client, conn) = h2c(server.addr).await;
-        let slow = (0..5).map(|_| {
-            let client = client.clone();
-            async move { get(&client, "/slow").await }
-        });
-        let slow = tokio::spawn(futures::future::join_all(slow));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        server.signal(libc::SIGHUP);
-        for answer in slow.await.expect("the slow requests") {
-            assert_eq!((answer.status, answer.body.as_str()), (200, "slow\n"));
-        }
-        // The old incarnation drains: GOAWAY, then the connection ends.
-        let ended = tokio::time::timeout(Duration::from_secs(10), conn)
-            .await
-            .expect("the connection ended after GOAWAY");
-        assert!(matches!(ended, Ok(Ok(()))), "ended with {ended:?}");
-        // The new incarnations serve.
         let (client, _conn) = h2c(server.addr).await;
         assert_eq!(get(&client, "/").await.status, 200);
     });
