@@ -1,9 +1,11 @@
 //! gRPC: apps/greeter (a tonic service through `serve_tower`) answers a
 //! tonic client over h2c at 1, 2 and 4 shards: a unary call, a
-//! server-streaming call and a gRPC health check.
+//! server-streaming call and a gRPC health check; and over TLS, where ALPN
+//! picks h2.
 
 use std::time::Duration;
 
+use forkless_tests::tls::Ca;
 use forkless_tests::{SHARD_COUNTS, Server, app_binary};
 use greeter::{GreeterClient, HelloRequest};
 use tonic_health::pb::HealthCheckRequest;
@@ -20,25 +22,55 @@ fn tonic_unary_streaming_and_health_at_1_2_and_4_shards() {
             args.push("--no-pin");
         }
         let server = Server::start(&binary, &args);
-        let url = format!("http://{}", server.addr);
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+            .expect("an endpoint");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a tokio runtime");
         runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(20), calls(url, shards))
+            tokio::time::timeout(Duration::from_secs(20), calls(endpoint, shards))
                 .await
                 .expect("the gRPC calls took longer than 20 s");
         });
     }
 }
 
-async fn calls(url: String, shards: usize) {
-    let channel = tonic::transport::Endpoint::from_shared(url)
+#[test]
+fn tonic_over_tls_by_alpn() {
+    let dir = std::env::temp_dir().join(format!("forkless-grpc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a test directory");
+    let ca = Ca::new();
+    let (cert, key) = ca.leaf("greeter").write(&dir);
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let binary = app_binary("greeter");
+    let server = Server::start(
+        &binary,
+        &["--shards", "2", "--tls-cert", &cert, "--tls-key", &key],
+    );
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca.pem()))
+        .domain_name("localhost");
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{}", server.addr))
         .expect("an endpoint")
-        .connect()
-        .await
-        .expect("connect to greeter");
+        .tls_config(tls)
+        .expect("the TLS configuration");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), calls(endpoint, 2))
+            .await
+            .expect("the gRPC calls took longer than 20 s");
+    });
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn calls(endpoint: tonic::transport::Endpoint, shards: usize) {
+    let channel = endpoint.connect().await.expect("connect to greeter");
     let mut greeter = GreeterClient::new(channel.clone());
 
     let reply = greeter

@@ -1,8 +1,9 @@
 //! HTTP/2: h2c with prior knowledge and h2 over TLS by ALPN (with
 //! `http/1.1` still negotiated for a client that offers only that), 100
 //! concurrent streams on one connection, a handler panic costing one
-//! stream, an axum router, GOAWAY on SIGTERM with streams in flight
-//! finished, and the floods: rapid reset (CVE-2023-44487) and CONTINUATION.
+//! stream, an axum router, GOAWAY on SIGTERM and on a rolling reload with
+//! streams in flight finished, GOAWAY for an idle connection, and the
+//! floods: rapid reset (CVE-2023-44487) and CONTINUATION.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -218,34 +219,54 @@ fn h2_over_tls_by_alpn_and_http1_for_a_client_that_offers_only_it() {
     });
 }
 
+/// Five slow streams are in flight when `signal` arrives: each is
+/// answered, then the connection ends cleanly (GOAWAY) within `within`.
+async fn streams_finish_after(server: &Server, signal: i32, within: Duration) {
+    let (client, conn) = h2c(server.addr).await;
+    let slow = (0..5).map(|_| {
+        let client = client.clone();
+        async move { get(&client, "/slow").await }
+    });
+    let slow = tokio::spawn(futures::future::join_all(slow));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.signal(signal);
+    for answer in slow.await.expect("the slow requests") {
+        assert_eq!((answer.status, answer.body.as_str()), (200, "slow\n"));
+    }
+    let ended = tokio::time::timeout(within, conn)
+        .await
+        .expect("the connection ended after GOAWAY");
+    assert!(matches!(ended, Ok(Ok(()))), "ended with {ended:?}");
+}
+
 #[test]
 fn sigterm_sends_goaway_and_streams_in_flight_finish() {
     let mut server = start(TESTAPP, 1, &[]);
-    run(async {
-        let (client, conn) = h2c(server.addr).await;
-        let slow = (0..5).map(|_| {
-            let client = client.clone();
-            async move { get(&client, "/slow").await }
-        });
-        let slow = tokio::spawn(futures::future::join_all(slow));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        server.signal(libc::SIGTERM);
-        for answer in slow.await.expect("the slow requests") {
-            assert_eq!((answer.status, answer.body.as_str()), (200, "slow\n"));
-        }
-        // GOAWAY: the connection ends cleanly once its streams are done.
-        let ended = tokio::time::timeout(Duration::from_secs(5), conn)
-            .await
-            .expect("the connection ended after GOAWAY");
-        assert!(
-            matches!(ended, Ok(Ok(()))),
-            "the connection ended with {ended:?}"
-        );
-    });
+    run(streams_finish_after(
+        &server,
+        libc::SIGTERM,
+        Duration::from_secs(5),
+    ));
     let status = server
         .wait_exit(Duration::from_secs(10))
         .expect("the server exited after SIGTERM");
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_rolling_reload_sends_goaway_and_streams_in_flight_finish() {
+    let server = start(TESTAPP, 2, &[]);
+    // The old incarnation drains: GOAWAY, then the connection ends.
+    run(streams_finish_after(
+        &server,
+        libc::SIGHUP,
+        Duration::from_secs(10),
+    ));
+    // The new incarnations serve.
+    run(async {
+        let (client, _conn) = h2c(server.addr).await;
+        assert_eq!(get(&client, "/").await.status, 200);
+    });
 }
 
 #[test]
