@@ -46,8 +46,9 @@ mod top;
 
 pub use app::Shard;
 pub use bus::CoordinatorBus;
+pub use cli::CommandLine;
 pub use config::RestartPolicy;
-pub use config::{Config, DEFAULT_LISTEN, LogFormat, Shards, TlsFiles};
+pub use config::{AccessLog, Config, DEFAULT_LISTEN, LogFormat, Shards, TlsFiles};
 pub use coordinator::{Coordinator, ExitReason, LifecycleEvent, LifecycleEvents, LifecycleKind};
 pub use entry::EXIT_FORCED;
 pub use error::Error;
@@ -85,7 +86,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::app::ShardOutcome;
-    pub use crate::cli::MainOptions;
+    pub use crate::cli::{AppArgsSpec, MainOptions};
     pub use crate::entry::run_main;
 }
 
