@@ -103,10 +103,16 @@ impl Protocol {
 pub(crate) async fn serve<H: Handler>(stream: Socket, shared: &Shared<H>, closing: impl FnOnce()) {
     // Responses are flushed whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
+    // getpeername(2) only for the access log.
+    let peer = shared
+        .app
+        .access
+        .as_ref()
+        .and_then(|_| stream.peer_addr().ok());
     match &shared.tls {
         None => {
             let protocol = Protocol::of(&stream);
-            serve_protocol(stream, protocol, shared, closing).await;
+            serve_protocol(stream, protocol, shared, peer, closing).await;
         }
         Some(config) => {
             // The handshake may take the header read timeout, like a head.
@@ -115,7 +121,7 @@ pub(crate) async fn serve<H: Handler>(stream: Socket, shared: &Shared<H>, closin
                 return;
             };
             let protocol = Protocol::negotiated(stream.alpn_protocol());
-            serve_protocol(stream, protocol, shared, closing).await;
+            serve_protocol(stream, protocol, shared, peer, closing).await;
         }
     }
 }
@@ -126,9 +132,11 @@ async fn serve_protocol<H: Handler, S: Transport>(
     stream: S,
     protocol: Protocol,
     shared: &Shared<H>,
+    peer: Option<std::net::SocketAddr>,
     closing: impl FnOnce(),
 ) {
     let requests = Rc::new(Requests::default());
+    requests.set_peer(peer);
     let drain = Drain::new(&shared.stopping, &requests);
     let (conn, linger) = match protocol {
         Protocol::Http1 => match serve_http1(stream, shared, &requests, &drain).await {

@@ -31,6 +31,7 @@ use hyper::server::conn::http1;
 
 use super::Handler;
 use super::accept::{Acceptor, into_glommio};
+use super::access::AccessLogger;
 use super::admission::Admission;
 use super::connection::{self, Shared};
 use super::service::App;
@@ -139,6 +140,7 @@ pub(crate) async fn serve<H: Handler>(
                 handler,
                 shard_header,
                 counters: Arc::clone(&shard.counters),
+                access: AccessLogger::new(shard.config.access_log, shard.id.get()),
             }),
             counters: Arc::clone(&shard.counters),
             builder,
