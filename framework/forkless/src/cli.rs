@@ -295,14 +295,14 @@ fn command(options: &MainOptions, with_top: bool) -> Command {
         _ => format!("{}: a forkless server", options.name),
     };
     let command = Command::new(options.name).version(options.version);
-    // After the flattened structs, whose doc comments would replace it.
     let mut command = env::add(Cli::augment_args(command))
-        .about(about)
         .mut_arg("shards", |arg: Arg| arg.default_value(shards_default))
         .mut_arg("listen", |arg: Arg| arg.default_value(listen_default));
     if let Some(spec) = &options.args {
         command = spec.augment(command.next_help_heading("App options"));
     }
+    // After the flattened structs, whose doc comments would replace it.
+    command = command.about(about);
     if with_top {
         let top = TopArgs::augment_args(Command::new("top"))
             .about("Watch a running process's shards live, through its --admin endpoint");
