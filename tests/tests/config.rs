@@ -155,11 +155,14 @@ fn help_opens_with_the_description_and_shows_env_and_app_flags() {
     }
 }
 
+/// Shards, extra flags, environment, the greeting every shard must answer.
+type Run<'a> = (usize, &'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn the_app_flag_reaches_every_shard_from_flag_env_and_file() {
     let file = write_file("greeting.toml", "[app]\ngreeting = \"from-file\"\n");
     let file = file.to_str().expect("utf-8 path");
-    let runs: [(usize, &[&str], &[(&str, &str)], &str); 3] = [
+    let runs: [Run; 3] = [
         (1, &["--greeting", "from-flag"], &[], "from-flag"),
         (2, &[], &[("TESTAPP_GREETING", "from-env")], "from-env"),
         (4, &["--config", file], &[], "from-file"),
