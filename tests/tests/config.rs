@@ -214,10 +214,21 @@ fn send_requests(server: &Server, count: usize) -> Vec<(String, String)> {
 fn text_access_log_has_a_line_per_request_on_its_shard() {
     let server = Server::start(&testapp(), &["--shards", "2", "--access-log", "text"]);
     let sent = send_requests(&server, 20);
-    wait_for("20 access lines", Duration::from_secs(5), || {
-        server.output().matches(" access shard=").count() >= 20
+    // A request with a body goes through hyper: logged there too.
+    let upload = server.fetch("POST", "/upload", b"abc");
+    assert_eq!(upload.status, 200);
+    let upload_shard = upload.header("x-shard").expect("x-shard").to_owned();
+    wait_for("21 access lines", Duration::from_secs(5), || {
+        server.output().matches(" access shard=").count() >= 21
     });
     let output = server.output();
+    let hyper_line = format!(" access shard={upload_shard} peer=127.0.0.1:");
+    assert!(
+        output
+            .lines()
+            .any(|l| l.contains(&hyper_line) && l.contains(" method=POST path=/upload status=200 ")),
+        "no access line for the POST:\n{output}"
+    );
     for (shard, path) in &sent {
         let line = output
             .lines()
