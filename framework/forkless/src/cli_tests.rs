@@ -206,32 +206,34 @@ fn the_file_sets_defaults_and_flags_win() {
 
 #[test]
 fn bad_files_name_the_file_line_and_key() {
-    let path = file("unknown", "shards = 2\n\n[limits]\nmax_bodysize = 1\n");
-    let message = failure(&["app", "--config", path.to_str().expect("utf-8")]);
-    assert!(
-        message
-            .ends_with(":4: key `limits.max_bodysize`: unknown key (`--print-config` lists them)"),
-        "{message}"
-    );
-    assert!(message.contains(path.to_str().expect("utf-8")), "{message}");
-    let path = file("bad-value", "# shards\nshards = 0\n");
-    let message = failure(&["app", "--config", path.to_str().expect("utf-8")]);
-    assert!(
-        message.ends_with(":2: key `shards`: bad value `0`: the shard count must be at least 1"),
-        "{message}"
-    );
-    let path = file("bad-enum", "log_format = \"xml\"\n");
-    let message = failure(&["app", "--config", path.to_str().expect("utf-8")]);
-    assert!(
-        message.ends_with(":1: key `log_format`: bad value `xml`: expected one of text, json"),
-        "{message}"
-    );
-    let path = file("not-a-list", "admin = [\"127.0.0.1:1\"]\n");
-    let message = failure(&["app", "--config", path.to_str().expect("utf-8")]);
-    assert!(
-        message.ends_with(":1: key `admin`: takes one value, not a list"),
-        "{message}"
-    );
+    let cases = [
+        (
+            "unknown",
+            "shards = 2\n\n[limits]\nmax_bodysize = 1\n",
+            ":4: key `limits.max_bodysize`: unknown key (`--print-config` lists them)",
+        ),
+        (
+            "bad-value",
+            "# shards\nshards = 0\n",
+            ":2: key `shards`: bad value `0`: the shard count must be at least 1",
+        ),
+        (
+            "bad-enum",
+            "log_format = \"xml\"\n",
+            ":1: key `log_format`: bad value `xml`: expected one of text, json",
+        ),
+        (
+            "not-a-list",
+            "admin = [\"127.0.0.1:1\"]\n",
+            ":1: key `admin`: takes one value, not a list",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let path = file(name, text);
+        let path = path.to_str().expect("utf-8");
+        let message = failure(&["app", "--config", path]);
+        assert!(message.ends_with(&format!("{path}{expected}")), "{message}");
+    }
     let path = file("not-toml", "shards = \n");
     let message = failure(&["app", "--config", path.to_str().expect("utf-8")]);
     assert!(message.contains(":1: "), "{message}");
