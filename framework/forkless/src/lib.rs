@@ -60,11 +60,14 @@ pub use shard::{CounterSnapshot, JoinHandle, ShardCounters, ShardId, spawn};
 ///
 /// The function takes the [`Shard`] and returns `()` or `Result<(), E>`
 /// where `E: Display`. The generated `main` parses the standard command line
-/// (`--shards`, `--listen`, `--log-format`, ..., `--help`), starts logging,
-/// runs the function on every shard and exits with its outcome.
+/// (`--shards`, `--listen`, `--log-format`, ..., `--help`; each also from
+/// a `FORKLESS_*` environment variable or a `--config` file), starts
+/// logging, runs the function on every shard and exits with its outcome.
 ///
-/// Options: `listen = "IP:PORT"` (default listen address) and `shards = N`
-/// (default shard count instead of one per CPU).
+/// Options: `listen = "IP:PORT"` (default listen address), `shards = N`
+/// (default shard count instead of one per CPU) and `args = T` (the app's
+/// own flags, a `clap::Args` type, read on every shard with
+/// [`Shard::args`]). See `docs/command-line.md`.
 ///
 /// ```no_run
 /// use forkless::prelude::*;
