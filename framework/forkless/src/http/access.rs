@@ -5,10 +5,12 @@
 //! Contract:
 //! - off (the default), a request costs one branch where it starts and one
 //!   where it ends: no clock read, no copy of the path, no formatting;
-//! - on, each shard formats into a buffer of its own and writes the line
-//!   with one `write(2)` on file descriptor 1: no lock is shared between
-//!   shards (not even std's stdout lock), and a line of at most `PIPE_BUF`
-//!   (4 KiB) bytes reaches a pipe whole, never interleaved with another;
+//! - on, each shard formats into a buffer of its own and writes it with
+//!   one `write(2)` on file descriptor 1 once it holds [`FLUSH_AT`] bytes,
+//!   and at least every [`FLUSH_EVERY`] (`server.rs` ticks it) and when the
+//!   shard ends: no lock is shared between shards (not even std's stdout
+//!   lock), and a write of whole lines within `PIPE_BUF` (4 KiB) reaches a
+//!   pipe whole, never interleaved with another shard's;
 //! - `duration` runs from the request head being parsed to the response
 //!   body written (fast path) or handed to hyper (hyper path); `bytes` is
 //!   the body written (fast path) or its declared length (hyper path, `0`
@@ -22,17 +24,29 @@
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::Method;
 
 use crate::AccessLog;
+
+/// A buffer this full is written out: whole lines, within `PIPE_BUF`.
+const FLUSH_AT: usize = 3 * 1024;
+
+/// The longest a line waits in the buffer.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// A shard's access log, when it is on.
 pub(crate) struct AccessLogger {
     json: bool,
     shard: usize,
     line: RefCell<Vec<u8>>,
+}
+
+impl Drop for AccessLogger {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// What the log needs of a request, taken before the handler consumes it.
@@ -54,7 +68,7 @@ impl AccessLogger {
         Some(Self {
             json,
             shard,
-            line: RefCell::new(Vec::with_capacity(256)),
+            line: RefCell::new(Vec::with_capacity(FLUSH_AT + 1024)),
         })
     }
 
@@ -79,7 +93,10 @@ impl AccessLogger {
         let Ok(mut line) = self.line.try_borrow_mut() else {
             return;
         };
-        line.clear();
+        if line.len() >= FLUSH_AT {
+            write_all(&line);
+            line.clear();
+        }
         let timestamp = rfc3339(SystemTime::now());
         let peer = seen.peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
         let _ = if self.json {
@@ -105,7 +122,16 @@ impl AccessLogger {
                 seen.path.escape_debug(),
             )
         };
-        write_all(&line);
+    }
+
+    /// Writes out what the buffer holds.
+    pub(crate) fn flush(&self) {
+        if let Ok(mut line) = self.line.try_borrow_mut()
+            && !line.is_empty()
+        {
+            write_all(&line);
+            line.clear();
+        }
     }
 }
 
