@@ -100,18 +100,17 @@ impl AccessLogger {
         let timestamp = rfc3339(SystemTime::now());
         let peer = seen.peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
         let _ = if self.json {
-            let value = serde_json::json!({
-                "timestamp": timestamp,
-                "message": "access",
-                "shard": self.shard,
-                "peer": peer,
-                "method": seen.method.as_str(),
-                "path": seen.path,
-                "status": status,
-                "bytes": bytes,
-                "duration_us": duration_us,
-            });
-            writeln!(line, "{value}")
+            // Written field by field: a `serde_json::Value` would allocate a
+            // map per line. Only the path needs JSON escaping.
+            let path = serde_json::Value::from(seen.path);
+            writeln!(
+                line,
+                "{{\"timestamp\":\"{timestamp}\",\"message\":\"access\",\"shard\":{},\
+                 \"peer\":\"{peer}\",\"method\":\"{}\",\"path\":{path},\"status\":{status},\
+                 \"bytes\":{bytes},\"duration_us\":{duration_us}}}",
+                self.shard,
+                seen.method.as_str().escape_default(),
+            )
         } else {
             writeln!(
                 line,
