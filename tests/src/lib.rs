@@ -308,10 +308,7 @@ fn collect(
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
             if let Some(found) = &found
-                && let Some(addr) = line
-                    .strip_prefix("listening on http://")
-                    .or_else(|| line.strip_prefix("listening on https://"))
-                && let Ok(addr) = addr.trim().parse()
+                && let Some(addr) = listening_addr(&line)
             {
                 let _ = found.send(addr);
             }
@@ -320,6 +317,27 @@ fn collect(
             output.push('\n');
         }
     });
+}
+
+/// The address of a `listening on http://IP:PORT` line, or of its JSON
+/// form (`--log-format json`): `{"message":"listening on","url":"http://..."}`.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let json;
+    let url = match line.strip_prefix("listening on ") {
+        Some(url) => url,
+        None if line.starts_with('{') => {
+            json = serde_json::from_str::<serde_json::Value>(line).ok()?;
+            if json["message"] != "listening on" {
+                return None;
+            }
+            json["url"].as_str()?
+        }
+        None => return None,
+    };
+    let addr = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    addr.trim().parse().ok()
 }
 
 /// A connection with bounded reads and writes.

@@ -8,11 +8,13 @@
 //! curl http://127.0.0.1:8080/stats
 //! ```
 //!
-//! `--shards N`, `--listen IP:PORT` and `--help` work as in every forkless binary.
+//! `--shards N`, `--listen IP:PORT` and `--help` work as in every forkless
+//! binary; kv adds `--max-value-size BYTES` (env `KV_MAX_VALUE_SIZE`, or
+//! `max_value_size` in the `[app]` table of `--config`), default 1 MiB.
 //!
 //! | request | answers |
 //! |---|---|
-//! | `PUT /kv/{key}`, body = the value | `201` created, `204` replaced, `413` over 1 MiB |
+//! | `PUT /kv/{key}`, body = the value | `201` created, `204` replaced, `413` over `--max-value-size` |
 //! | `GET /kv/{key}` | `200` with the value, `404` |
 //! | `DELETE /kv/{key}` | `204` deleted, `404` |
 //! | `GET /stats` | `200` with JSON: keys, requests and forwards per shard, and totals |
@@ -47,10 +49,47 @@ use serde_json::json;
 use key::{Key, KeyError};
 use store::{Command, Outcome, ShardStats};
 
-/// The largest value a `PUT` may store.
-const MAX_VALUE: usize = 1024 * 1024;
+/// kv's own command line, beside the standard options.
+#[derive(clap::Args, Debug)]
+struct KvArgs {
+    /// Largest value a PUT may store, in bytes (`64k`, `1m` work too); a
+    /// larger one gets `413`.
+    #[arg(long, env = "KV_MAX_VALUE_SIZE", value_name = "BYTES", default_value = "1m", value_parser = parse_size)]
+    max_value_size: usize,
+}
 
-#[shard_main(listen = "127.0.0.1:8080")]
+/// `65536`, `64k`, `1m`: bytes, with k and m as 1024 and 1024 x 1024.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let lower = text.to_ascii_lowercase();
+    let (number, scale) = match lower
+        .strip_suffix('k')
+        .or_else(|| lower.strip_suffix("kib"))
+    {
+        Some(number) => (number, 1024),
+        None => match lower
+            .strip_suffix('m')
+            .or_else(|| lower.strip_suffix("mib"))
+        {
+            Some(number) => (number, 1024 * 1024),
+            None => (lower.as_str(), 1),
+        },
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("expected a size like `65536`, `64k` or `1m`, got `{text}`"))
+}
+
+/// The largest value a `PUT` may store, as `--max-value-size` says.
+fn max_value(shard: &Shard) -> usize {
+    shard
+        .args::<KvArgs>()
+        .map_or(1024 * 1024, |args| args.max_value_size)
+}
+
+#[shard_main(listen = "127.0.0.1:8080", args = KvArgs)]
 async fn main(shard: Shard) -> Result<(), forkless::Error> {
     // First: the map of the incarnation a rolling reload replaces with this
     // one (commands for this shard queue for us meanwhile).
@@ -99,7 +138,7 @@ async fn key_request(
     let command = match *request.method() {
         Method::GET => Command::Get(key),
         Method::DELETE => Command::Delete(key),
-        Method::PUT => match read_body(request, MAX_VALUE).await {
+        Method::PUT => match read_body(request, max_value(&shard)).await {
             Ok(value) => Command::Put(key, value),
             Err(error) => return error.into_response(),
         },

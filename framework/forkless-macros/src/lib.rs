@@ -22,7 +22,10 @@
 //!
 //! - `listen = "IP:PORT"`: the address to serve on, a `std::net::SocketAddr`;
 //! - `shards = N`: how many shards to run (N > 0); without it, one per CPU
-//!   the process may use.
+//!   the process may use;
+//! - `args = AppArgs`: the app's own arguments, a type deriving
+//!   `clap::Args`, merged into the command line and read on every shard
+//!   with `shard.args::<AppArgs>()`.
 //!
 //! Mistakes are reported on the token to fix, with what to write instead.
 
@@ -41,8 +44,9 @@ use proc_macro::TokenStream;
 /// `Result<(), E>` with `E: Display` (the runtime reports an `Err` and exits
 /// non-zero).
 ///
-/// Options: `listen = "127.0.0.1:8080"` (the default listen address) and
-/// `shards = 4` (the default shard count), comma separated.
+/// Options: `listen = "127.0.0.1:8080"` (the default listen address),
+/// `shards = 4` (the default shard count) and `args = AppArgs` (the app's
+/// own `clap::Args`), comma separated.
 ///
 /// ```no_run
 /// #[forkless::shard_main(listen = "0.0.0.0:8080")]

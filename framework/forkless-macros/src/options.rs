@@ -1,4 +1,5 @@
-//! The options of `#[shard_main(...)]`: `listen = "ADDR"` and `shards = N`.
+//! The options of `#[shard_main(...)]`: `listen = "ADDR"`, `shards = N`
+//! and `args = Type` (the app's own `clap::Args`).
 //!
 //! Both are defaults the command line can override; both are checked here, at
 //! compile time, so that a typo fails the build instead of the first start.
@@ -13,7 +14,7 @@ use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, ExprUnary, Lit, LitInt, LitStr, Meta, Token, UnOp};
 
 /// The options an attribute may carry, as they appear in error messages.
-const KNOWN: &str = "`listen = \"127.0.0.1:8080\"`, `shards = 4`";
+const KNOWN: &str = "`listen = \"127.0.0.1:8080\"`, `shards = 4`, `args = AppArgs`";
 
 /// The parsed options of one `#[shard_main(...)]`.
 #[derive(Default)]
@@ -22,6 +23,8 @@ pub(crate) struct Options {
     pub(crate) listen: Option<LitStr>,
     /// `shards = N`: the value (> 0) and the span of its literal.
     pub(crate) shards: Option<(usize, Span)>,
+    /// `args = Type`: the app's own arguments, a `clap::Args` type.
+    pub(crate) args: Option<syn::TypePath>,
 }
 
 impl Options {
@@ -52,6 +55,7 @@ impl Options {
         let example = match name.as_str() {
             "listen" => "listen = \"127.0.0.1:8080\"",
             "shards" => "shards = 4",
+            "args" => "args = AppArgs",
             _ => return Err(unknown(key)),
         };
         let Meta::NameValue(pair) = meta else {
@@ -60,6 +64,7 @@ impl Options {
         };
         let duplicate = match name.as_str() {
             "listen" => self.listen.replace(listen(&pair.value)?).is_some(),
+            "args" => self.args.replace(args(&pair.value)?).is_some(),
             _ => self.shards.replace(shards(&pair.value)?).is_some(),
         };
         if duplicate {
@@ -96,6 +101,21 @@ fn listen(value: &Expr) -> syn::Result<LitStr> {
                 literal.value().escape_default()
             );
             Err(syn::Error::new(literal.span(), message))
+        }
+    }
+}
+
+/// `args = Type`: a path to a type (the compiler checks it is `clap::Args`).
+fn args(value: &Expr) -> syn::Result<syn::TypePath> {
+    match value {
+        Expr::Path(path) if path.attrs.is_empty() => Ok(syn::TypePath {
+            qself: path.qself.clone(),
+            path: path.path.clone(),
+        }),
+        _ => {
+            let message = "`args` takes the type of the app's arguments, a struct deriving \
+                           `clap::Args`: write `args = AppArgs`";
+            Err(syn::Error::new_spanned(value, message))
         }
     }
 }
@@ -174,7 +194,7 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("`listen = \"127.0.0.1:8080\"`, `shards = 4`"),
+            message.contains("`listen = \"127.0.0.1:8080\"`, `shards = 4`, `args = AppArgs`"),
             "{message}"
         );
     }
@@ -183,6 +203,16 @@ mod tests {
     fn unknown_path_option_is_shown_without_spaces() {
         let message = error(quote!(forkless::listen = "127.0.0.1:1"));
         assert!(message.contains("option `forkless::listen`"), "{message}");
+    }
+
+    #[test]
+    fn args_takes_a_type() {
+        let options = Options::parse(quote!(args = app::AppArgs)).expect("valid");
+        assert!(options.args.is_some());
+        let message = error(quote!(args = "AppArgs"));
+        assert!(message.starts_with("`args` takes the type"), "{message}");
+        let message = error(quote!(args = A, args = B));
+        assert!(message.starts_with("`args` is given twice"), "{message}");
     }
 
     #[test]

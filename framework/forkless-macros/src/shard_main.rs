@@ -89,6 +89,12 @@ fn main_options(options: &Options) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let args = match &options.args {
+        Some(ty) => {
+            quote_spanned!(ty.span()=> ::core::option::Option::Some(::forkless::__private::AppArgsSpec::of::<#ty>()))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     quote! {
         ::forkless::__private::MainOptions {
             name: ::core::env!("CARGO_PKG_NAME"),
@@ -96,6 +102,7 @@ fn main_options(options: &Options) -> TokenStream {
             about: ::core::option_env!("CARGO_PKG_DESCRIPTION"),
             default_listen: #default_listen,
             default_shards: #default_shards,
+            args: #args,
         }
     }
 }

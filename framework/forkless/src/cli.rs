@@ -1,16 +1,36 @@
 //! The standard command line of every forkless binary.
+//!
+//! Contract:
+//! - every standard option has a flag (`--shards`), an environment variable
+//!   named after it (`FORKLESS_SHARDS`; a list takes a comma-separated
+//!   list) and a key of the `--config` file (`shards = 4`; the HTTP limits
+//!   under `[limits]`, the TLS files under `[tls]`, the app's own arguments
+//!   under `[app]`), in that order of precedence, over the default;
+//! - a bad file value or an unknown key is a one-line error naming the file,
+//!   the line and the key (`file.rs`); `--print-config` shows every value
+//!   and where it came from (`print.rs`);
+//! - the app's own arguments (`clap::Args`) join the same command line
+//!   (`args.rs`), and [`CommandLine`] gives a hand-written `Runtime` all of it.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Arg, Args, Command, FromArgMatches};
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
 
-use crate::Config;
-#[cfg(test)]
-use crate::Error;
 use crate::config::RestartPolicy;
 use crate::config::{LogFormat, Shards, parse_duration, parse_size, parse_timeout};
 use crate::top::TopArgs;
+use crate::{AccessLog, Config, Error};
+
+mod args;
+mod command_line;
+mod env;
+mod file;
+mod print;
+
+pub use args::AppArgsSpec;
+pub use command_line::CommandLine;
 
 /// The app's defaults, filled in by `#[shard_main]`.
 #[derive(Clone, Copy, Debug)]
@@ -19,12 +39,14 @@ pub struct MainOptions {
     pub name: &'static str,
     /// Version for `--version`.
     pub version: &'static str,
-    /// One-line description for `--help`.
+    /// One-line description for `--help` (the package's `description`).
     pub about: Option<&'static str>,
     /// `listen = "..."` from the attribute.
     pub default_listen: Option<&'static str>,
     /// `shards = N` from the attribute.
     pub default_shards: Option<usize>,
+    /// `args = T` from the attribute: the app's own arguments.
+    pub args: Option<AppArgsSpec>,
 }
 
 /// What the command line asks for.
@@ -34,10 +56,28 @@ pub(crate) enum Invocation {
     Serve(Box<Config>),
     /// `top`: watch a running process through its admin endpoint.
     Top(TopArgs),
+    /// `--print-config`: the text to print before exiting 0.
+    Print(String),
 }
+
+/// The `--admin` help: the route list of `admin/mod.rs`.
+const ADMIN_HELP: &str = "Serve the admin endpoint on this address (off the shards): \
+GET /livez, /readyz, /status, /metrics; POST /reload (rolling reload), POST /upgrade \
+(binary upgrade). Port 0 picks one. Off by default";
 
 #[derive(Args, Debug)]
 struct Cli {
+    /// A TOML file of options: the same keys as the flags (`shards = 4`,
+    /// `[limits]`, `[tls]`) and an `[app]` table; flags and environment
+    /// variables take precedence over it.
+    #[arg(long, value_name = "PATH")]
+    config: Option<std::path::PathBuf>,
+
+    /// Print the effective configuration, with where each value came from,
+    /// and exit.
+    #[arg(long)]
+    print_config: bool,
+
     /// Number of shards: `max` (one per CPU this process may use, honouring
     /// cgroup quotas) or a count; more shards than CPUs run unpinned.
     #[arg(long, value_name = "max|N")]
@@ -51,6 +91,11 @@ struct Cli {
     /// Log line format on stdout.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// One line per request on stdout (shard, method, path, status, bytes,
+    /// duration, peer).
+    #[arg(long, value_enum, default_value_t = AccessLog::Off)]
+    access_log: AccessLog,
 
     /// Longest a request head may take from its first byte, then `408` and
     /// close; also how long a new connection may send nothing.
@@ -110,9 +155,7 @@ struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     restart_window: Duration,
 
-    /// Serve /livez, /readyz, /metrics and /status on this address (off the
-    /// shards); port 0 picks one. Off by default.
-    #[arg(long, value_name = "IP:PORT")]
+    #[arg(long, value_name = "IP:PORT", help = ADMIN_HELP)]
     admin: Option<SocketAddr>,
 
     /// The binary SIGUSR2 starts to take over the listening sockets (with
@@ -144,38 +187,93 @@ struct TlsArgs {
 }
 
 impl TlsArgs {
-    fn files(self) -> Option<crate::TlsFiles> {
-        Some(crate::TlsFiles {
-            cert: self.tls_cert?,
-            key: self.tls_key?,
-        })
+    /// Both files or neither: one alone (possible from the environment or
+    /// the file, which clap's `requires` does not see) is refused.
+    fn files(self) -> Result<Option<crate::TlsFiles>, Error> {
+        match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::TlsFiles { cert, key })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(Error::config("--tls-cert needs --tls-key too")),
+            (None, Some(_)) => Err(Error::config("--tls-key needs --tls-cert too")),
+        }
     }
 }
 
 /// Parses the process's arguments; `--help`, `--version` and usage errors
-/// print and exit as clap does (0 for help, 2 for a usage error).
+/// print and exit as clap does (0 for help, 2 for a usage error), and so
+/// does a bad `--config` file (2).
 pub(crate) fn parse(options: &MainOptions) -> Invocation {
-    let matches = command(options).get_matches();
-    let invocation = match matches.subcommand() {
-        Some(("top", top)) => TopArgs::from_arg_matches(top).map(Invocation::Top),
-        _ => Cli::from_arg_matches(&matches)
-            .map(|cli| Invocation::Serve(Box::new(cli.into_config()))),
-    };
-    invocation.unwrap_or_else(|error| error.exit())
+    match try_parse(options, std::env::args_os(), true) {
+        Ok(invocation) => invocation,
+        Err(Failure::Clap(error)) => error.exit(),
+        Err(Failure::Config(error)) => {
+            crate::log::fatal(options.name, &error);
+            std::process::exit(2)
+        }
+    }
 }
 
-/// Parses `args` (the first is the program name) without exiting.
-#[cfg(test)]
-fn try_parse<I, T>(options: &MainOptions, args: I) -> Result<Config, Error>
+/// Why the command line did not parse.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// A usage error, `--help` or `--version`: clap prints and exits.
+    Clap(clap::Error),
+    /// The `--config` file or a combination of values is wrong.
+    Config(Error),
+}
+
+impl From<clap::Error> for Failure {
+    fn from(error: clap::Error) -> Self {
+        Failure::Clap(error)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure::Config(error)
+    }
+}
+
+/// Parses `args` (the first is the program name), the environment and the
+/// `--config` file, without exiting.
+pub(crate) fn try_parse<I, T>(
+    options: &MainOptions,
+    args: I,
+    with_top: bool,
+) -> Result<Invocation, Failure>
 where
     I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
+    T: Into<OsString> + Clone,
 {
-    let matches = command(options)
-        .try_get_matches_from(args)
-        .map_err(|e| Error::config(e.to_string()))?;
-    let cli = Cli::from_arg_matches(&matches).map_err(|e| Error::config(e.to_string()))?;
-    Ok(cli.into_config())
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut command = command(options, with_top);
+    let file = match file::path(&args) {
+        Some(path) => Some(file::load(&path, &command, &app_ids(options))?),
+        None => None,
+    };
+    if let Some(file) = &file {
+        command = file.apply(command);
+    }
+    let matches = command.clone().try_get_matches_from(args)?;
+    if let Some(("top", top)) = matches.subcommand() {
+        return Ok(Invocation::Top(TopArgs::from_arg_matches(top)?));
+    }
+    let cli = Cli::from_arg_matches(&matches)?;
+    if cli.print_config {
+        let shown = print::Shown {
+            name: options.name,
+            command: &command,
+            matches: &matches,
+            file: file.as_ref(),
+            app: &app_ids(options),
+        };
+        return Ok(Invocation::Print(shown.render()));
+    }
+    let mut config = cli.into_config()?;
+    if let Some(spec) = &options.args {
+        config.app_args = Some(spec.read(&matches)?);
+    }
+    Ok(Invocation::Serve(Box::new(config)))
 }
 
 fn parse_positive_size(text: &str) -> Result<usize, String> {
@@ -185,31 +283,61 @@ fn parse_positive_size(text: &str) -> Result<usize, String> {
     }
 }
 
-fn command(options: &MainOptions) -> Command {
+/// The whole command: the standard options with their environment
+/// variables, the app's own under a heading of their own, and `top`.
+fn command(options: &MainOptions, with_top: bool) -> Command {
     let shards_default = options
         .default_shards
         .map_or_else(|| "max".to_owned(), |n| n.to_string());
     let listen_default = options.default_listen.unwrap_or("127.0.0.1:8080");
-    let mut command = Command::new(options.name).version(options.version);
-    if let Some(about) = options.about {
-        command = command.about(about);
-    }
-    let top = TopArgs::augment_args(Command::new("top"))
-        .about("Watch a running process's shards live, through its --admin endpoint");
-    Cli::augment_args(command)
+    let about = match options.about {
+        Some(about) if !about.trim().is_empty() => about.to_owned(),
+        _ => format!("{}: a forkless server", options.name),
+    };
+    let command = Command::new(options.name).version(options.version);
+    let mut command = env::add(Cli::augment_args(command))
         .mut_arg("shards", |arg: Arg| arg.default_value(shards_default))
-        .mut_arg("listen", |arg: Arg| arg.default_value(listen_default))
-        .subcommand(top)
-        .args_conflicts_with_subcommands(true)
-        .disable_help_subcommand(true)
+        .mut_arg("listen", |arg: Arg| arg.default_value(listen_default));
+    if let Some(spec) = &options.args {
+        command = spec.augment(command.next_help_heading("App options"));
+    }
+    // After the flattened structs, whose doc comments would replace it.
+    command = command.about(about);
+    if with_top {
+        let top = TopArgs::augment_args(Command::new("top"))
+            .about("Watch a running process's shards live, through its --admin endpoint");
+        command = command
+            .subcommand(top)
+            .args_conflicts_with_subcommands(true)
+            .disable_help_subcommand(true);
+    }
+    command
+}
+
+/// The ids of the app's own arguments in a parsed command.
+fn app_ids(options: &MainOptions) -> Vec<String> {
+    options.args.map_or_else(Vec::new, |spec| spec.ids())
+}
+
+/// The matches' raw values of `id`, as given.
+fn raw_values(matches: &ArgMatches, id: &str) -> Vec<String> {
+    matches
+        .get_raw(id)
+        .map(|values| {
+            values
+                .map(|value| value.to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Cli {
-    fn into_config(self) -> Config {
-        Config::default()
+    fn into_config(self) -> Result<Config, Error> {
+        let mut config = Config::default()
             .shards(self.shards.unwrap_or_default())
             .listen(self.listen)
             .log_format(self.log_format)
+            .access_log(self.access_log)
             .header_read_timeout(self.header_read_timeout)
             .keep_alive_timeout(self.keep_alive_timeout)
             .max_header_size(self.max_header_size)
@@ -229,159 +357,12 @@ impl Cli {
             .admin(self.admin)
             .upgrade_binary(self.upgrade_binary)
             .upgrade_timeout(self.upgrade_timeout)
-            .tls(self.tls.files())
+            .tls(self.tls.files()?);
+        config.install_log = true;
+        Ok(config)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const OPTIONS: MainOptions = MainOptions {
-        name: "app",
-        version: "0.0.0",
-        about: None,
-        default_listen: Some("127.0.0.1:9000"),
-        default_shards: Some(3),
-    };
-
-    #[test]
-    fn app_defaults_apply_when_flags_are_absent() {
-        let config = try_parse(&OPTIONS, ["app"]).expect("no flags parse");
-        assert_eq!(config.get_shards(), Shards::Count(3));
-        assert_eq!(
-            config.get_listen(),
-            &["127.0.0.1:9000".parse().expect("addr")]
-        );
-        assert_eq!(config.http.header_read_timeout, Duration::from_secs(30));
-        let defaults = Config::default();
-        assert_eq!(
-            config.http.keep_alive_timeout,
-            defaults.http.keep_alive_timeout
-        );
-        assert_eq!(config.http.max_header_size, defaults.http.max_header_size);
-        assert_eq!(config.http.max_body_size, defaults.http.max_body_size);
-        assert_eq!(
-            config.http.body_read_timeout,
-            defaults.http.body_read_timeout
-        );
-        assert_eq!(config.http.body_min_rate, defaults.http.body_min_rate);
-        assert_eq!(config.http.send_timeout, defaults.http.send_timeout);
-        assert_eq!(config.http.max_connections, defaults.http.max_connections);
-        assert_eq!(config.get_admin(), None);
-    }
-
-    #[test]
-    fn limit_flags_set_the_limits() {
-        let config = try_parse(
-            &OPTIONS,
-            [
-                "app",
-                "--keep-alive-timeout",
-                "5s",
-                "--max-header-size",
-                "8k",
-                "--max-body-size",
-                "2m",
-                "--body-read-timeout",
-                "1s",
-                "--body-min-rate",
-                "1k",
-                "--send-timeout",
-                "3s",
-                "--max-connections",
-                "10",
-            ],
-        )
-        .expect("flags parse");
-        assert_eq!(config.http.keep_alive_timeout, Duration::from_secs(5));
-        assert_eq!(config.http.max_header_size, 8 * 1024);
-        assert_eq!(config.http.max_body_size, 2 * 1024 * 1024);
-        assert_eq!(config.http.body_read_timeout, Duration::from_secs(1));
-        assert_eq!(config.http.body_min_rate, 1024);
-        assert_eq!(config.http.send_timeout, Duration::from_secs(3));
-        assert_eq!(config.http.max_connections, 10);
-        assert!(try_parse(&OPTIONS, ["app", "--max-connections", "0"]).is_err());
-        assert!(try_parse(&OPTIONS, ["app", "--send-timeout", "0s"]).is_err());
-        assert!(try_parse(&OPTIONS, ["app", "--max-header-size", "0"]).is_err());
-    }
-
-    #[test]
-    fn flags_override_defaults() {
-        let config = try_parse(
-            &OPTIONS,
-            [
-                "app",
-                "--shards",
-                "max",
-                "--listen",
-                "127.0.0.1:0",
-                "--listen",
-                "[::1]:0",
-                "--log-format",
-                "json",
-                "--header-read-timeout",
-                "500ms",
-                "--no-pin",
-                "--admin",
-                "127.0.0.1:0",
-            ],
-        )
-        .expect("flags parse");
-        assert_eq!(
-            config.get_admin(),
-            Some("127.0.0.1:0".parse().expect("addr"))
-        );
-        assert_eq!(config.get_shards(), Shards::Max);
-        assert_eq!(config.get_listen().len(), 2);
-        assert_eq!(config.log_format, LogFormat::Json);
-        assert_eq!(config.http.header_read_timeout, Duration::from_millis(500));
-        assert!(!config.pin);
-    }
-
-    #[test]
-    fn top_is_a_subcommand_with_its_own_flags() {
-        let matches = command(&OPTIONS)
-            .try_get_matches_from(["app", "top", "--admin", "127.0.0.1:9090", "--once"])
-            .expect("top parses");
-        let (name, top) = matches.subcommand().expect("a subcommand");
-        assert_eq!(name, "top");
-        assert!(TopArgs::from_arg_matches(top).is_ok());
-        // Without a subcommand the server's flags parse as before.
-        assert!(try_parse(&OPTIONS, ["app", "--admin", "127.0.0.1:0"]).is_ok());
-        let usage = |args: &[&str]| command(&OPTIONS).try_get_matches_from(args).is_err();
-        assert!(usage(&["app", "top"]), "top needs --admin");
-        assert!(usage(&[
-            "app",
-            "--shards",
-            "2",
-            "top",
-            "--admin",
-            "127.0.0.1:1"
-        ]));
-        assert!(command(&OPTIONS).render_help().to_string().contains("top"));
-    }
-
-    #[test]
-    fn tls_needs_both_files() {
-        let config = try_parse(
-            &OPTIONS,
-            ["app", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
-        )
-        .expect("both files parse");
-        let files = config.tls.expect("TLS on");
-        assert_eq!(files.cert, std::path::Path::new("c.pem"));
-        assert_eq!(files.key, std::path::Path::new("k.pem"));
-        assert!(try_parse(&OPTIONS, ["app"]).expect("parses").tls.is_none());
-        assert!(try_parse(&OPTIONS, ["app", "--tls-cert", "c.pem"]).is_err());
-        assert!(try_parse(&OPTIONS, ["app", "--tls-key", "k.pem"]).is_err());
-    }
-
-    #[test]
-    fn bad_values_are_usage_errors() {
-        assert!(try_parse(&OPTIONS, ["app", "--shards", "0"]).is_err());
-        assert!(try_parse(&OPTIONS, ["app", "--listen", "localhost"]).is_err());
-        assert!(try_parse(&OPTIONS, ["app", "--unknown"]).is_err());
-        assert!(try_parse(&OPTIONS, ["app", "--admin", "localhost:9000"]).is_err());
-    }
-}
+#[path = "cli_tests.rs"]
+mod tests;

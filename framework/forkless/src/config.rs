@@ -1,8 +1,10 @@
 //! Runtime configuration: what the command line sets, or code sets directly.
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod limits;
@@ -75,6 +77,36 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether and how each request is logged (`--access-log`).
+///
+/// ```
+/// use forkless::{AccessLog, Config};
+///
+/// let config = Config::default().access_log(AccessLog::Json);
+/// assert_eq!(config.get_access_log(), AccessLog::Json);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AccessLog {
+    /// No access log (the default): no formatting, no write.
+    #[default]
+    Off,
+    /// One `access shard=N method=.. path=.. status=..` line per request.
+    Text,
+    /// One JSON object per request.
+    Json,
+}
+
+/// The app's own arguments (`#[shard_main(args = T)]`,
+/// [`CommandLine::args`](crate::CommandLine::args)), shared by every shard.
+#[derive(Clone)]
+pub(crate) struct AppArgs(pub(crate) Arc<dyn Any + Send + Sync>);
+
+impl fmt::Debug for AppArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AppArgs(..)")
+    }
+}
+
 /// Everything the runtime needs to start.
 ///
 /// ```
@@ -109,6 +141,12 @@ pub struct Config {
     pub(crate) upgrade_timeout: Duration,
     /// HTTPS on every listener: the certificate chain and key files.
     pub(crate) tls: Option<TlsFiles>,
+    pub(crate) access_log: AccessLog,
+    /// The app's own arguments, if it declared some.
+    pub(crate) app_args: Option<AppArgs>,
+    /// Whether `Runtime::run` installs the log subscriber (a command line
+    /// parsed by forkless asks for it).
+    pub(crate) install_log: bool,
 }
 
 /// The PEM files a TLS listener serves: a certificate chain (leaf first)
@@ -147,6 +185,9 @@ impl Default for Config {
             upgrade_binary: None,
             upgrade_timeout: Duration::from_secs(30),
             tls: None,
+            access_log: AccessLog::Off,
+            app_args: None,
+            install_log: false,
         }
     }
 }
@@ -159,6 +200,40 @@ impl Config {
     pub fn tls(mut self, files: Option<TlsFiles>) -> Self {
         self.tls = files;
         self
+    }
+
+    /// Logs every request (shard, method, path, status, bytes, duration,
+    /// peer) as text or JSON on stdout, or not at all (the default).
+    pub fn access_log(mut self, format: AccessLog) -> Self {
+        self.access_log = format;
+        self
+    }
+
+    /// The access log's format.
+    pub fn get_access_log(&self) -> AccessLog {
+        self.access_log
+    }
+
+    /// Hands the app's own arguments to every shard, where
+    /// [`Shard::args`](crate::Shard::args) reads them back.
+    ///
+    /// ```
+    /// use forkless::Config;
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// struct AppArgs { greeting: String }
+    ///
+    /// let config = Config::default().app_args(AppArgs { greeting: "hi".into() });
+    /// assert_eq!(config.get_app_args::<AppArgs>().map(|a| a.greeting.as_str()), Some("hi"));
+    /// ```
+    pub fn app_args<T: Any + Send + Sync>(mut self, args: T) -> Self {
+        self.app_args = Some(AppArgs(Arc::new(args)));
+        self
+    }
+
+    /// The app's own arguments, if they are a `T`.
+    pub fn get_app_args<T: Any>(&self) -> Option<&T> {
+        self.app_args.as_ref()?.0.downcast_ref()
     }
 
     /// Sets how many shards run.

@@ -26,16 +26,20 @@ where
     let config = match crate::cli::parse(&options) {
         Invocation::Serve(config) => *config,
         Invocation::Top(args) => return crate::top::run(options.name, &args),
+        Invocation::Print(text) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
     };
-    crate::log::init(config.log_format);
+    // `Runtime::run` starts the logging the command line asked for.
     match Runtime::new(config).run(shard_fn) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is_forced_shutdown() => {
-            eprintln!("{}: {error}", options.name);
+            crate::log::fatal(options.name, &error);
             ExitCode::from(EXIT_FORCED)
         }
         Err(error) => {
-            eprintln!("{}: {error}", options.name);
+            crate::log::fatal(options.name, &error);
             ExitCode::FAILURE
         }
     }

@@ -46,8 +46,9 @@ mod top;
 
 pub use app::Shard;
 pub use bus::CoordinatorBus;
+pub use cli::CommandLine;
 pub use config::RestartPolicy;
-pub use config::{Config, DEFAULT_LISTEN, LogFormat, Shards, TlsFiles};
+pub use config::{AccessLog, Config, DEFAULT_LISTEN, LogFormat, Shards, TlsFiles};
 pub use coordinator::{Coordinator, ExitReason, LifecycleEvent, LifecycleEvents, LifecycleKind};
 pub use entry::EXIT_FORCED;
 pub use error::Error;
@@ -59,11 +60,14 @@ pub use shard::{CounterSnapshot, JoinHandle, ShardCounters, ShardId, spawn};
 ///
 /// The function takes the [`Shard`] and returns `()` or `Result<(), E>`
 /// where `E: Display`. The generated `main` parses the standard command line
-/// (`--shards`, `--listen`, `--log-format`, ..., `--help`), starts logging,
-/// runs the function on every shard and exits with its outcome.
+/// (`--shards`, `--listen`, `--log-format`, ..., `--help`; each also from
+/// a `FORKLESS_*` environment variable or a `--config` file), starts
+/// logging, runs the function on every shard and exits with its outcome.
 ///
-/// Options: `listen = "IP:PORT"` (default listen address) and `shards = N`
-/// (default shard count instead of one per CPU).
+/// Options: `listen = "IP:PORT"` (default listen address), `shards = N`
+/// (default shard count instead of one per CPU) and `args = T` (the app's
+/// own flags, a `clap::Args` type, read on every shard with
+/// [`Shard::args`]). See `docs/command-line.md`.
 ///
 /// ```no_run
 /// use forkless::prelude::*;
@@ -85,7 +89,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::app::ShardOutcome;
-    pub use crate::cli::MainOptions;
+    pub use crate::cli::{AppArgsSpec, MainOptions};
     pub use crate::entry::run_main;
 }
 

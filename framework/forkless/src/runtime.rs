@@ -82,6 +82,9 @@ impl Runtime {
         Fut::Output: ShardOutcome,
     {
         crate::panic::install_hook();
+        if self.config.install_log {
+            crate::log::init(self.config.log_format);
+        }
         crate::coordinator::run(
             self.config,
             starter(shard_fn),

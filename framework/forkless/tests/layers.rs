@@ -24,6 +24,8 @@ const LAYERS: &[&str] = &[
     "clock",
     "error",
     "config",
+    // Log lines, and the lines scripts read (`listening on`), text or JSON.
+    "log",
     "rate_limit",
     // The process's one rustls configuration: certificates, ticket keys.
     "tls",
@@ -44,7 +46,6 @@ const LAYERS: &[&str] = &[
     "admin",
     "top",
     // What `#[shard_main]` calls.
-    "log",
     "cli",
     "runtime",
     "entry",

@@ -7,7 +7,9 @@
 //! when the shard restarts), `/pid` (the process id), `/panics` (this shard's handler-panic count),
 //! `/upload` (reads the body with `read_body_default`, or with
 //! `read_body(request, N)` for `/upload?limit=N`, and answers its length),
-//! `/big/{n}` (answers `n` bytes), `/open` (this shard's open connections).
+//! `/big/{n}` (answers `n` bytes), `/open` (this shard's open connections),
+//! `/greeting` (the app flag `--greeting`, env `TESTAPP_GREETING`, as this
+//! shard reads it).
 //!
 //! For the conformance tests, which pin down the bytes of responses:
 //! `/status/{code}` (answers that status with a short body), `/headers`
@@ -31,7 +33,15 @@ use forkless::prelude::*;
 use http_body::Frame;
 use http_body_util::StreamBody;
 
-#[shard_main(listen = "127.0.0.1:0")]
+/// The test app's own flag, read on every shard.
+#[derive(clap::Args, Debug)]
+struct TestArgs {
+    /// What `/greeting` answers.
+    #[arg(long, env = "TESTAPP_GREETING", default_value = "hello")]
+    greeting: String,
+}
+
+#[shard_main(listen = "127.0.0.1:0", args = TestArgs)]
 async fn main(shard: Shard) -> Result<(), forkless::Error> {
     // Shard-local, `!Send` state that a restart would reset.
     let boot = SystemTime::now()
@@ -81,6 +91,10 @@ async fn main(shard: Shard) -> Result<(), forkless::Error> {
                     }
                     "/boot" => format!("{boot}\n").into_response(),
                     "/pid" => format!("{}\n", std::process::id()).into_response(),
+                    "/greeting" => match shard.args::<TestArgs>() {
+                        Some(args) => format!("{}\n", args.greeting).into_response(),
+                        None => (StatusCode::INTERNAL_SERVER_ERROR, "no args\n").into_response(),
+                    },
                     "/served" => format!("{}\n", served.get()).into_response(),
                     "/open" => format!("{}\n", shard.counters().snapshot().connections_open)
                         .into_response(),

@@ -109,6 +109,35 @@ impl Shard {
         &self.inner.core.config
     }
 
+    /// The app's own arguments, declared with `#[shard_main(args = T)]` or
+    /// [`CommandLine::args`](crate::CommandLine::args): the same values on
+    /// every shard. `None` when the app declared none or `T` is another type.
+    ///
+    /// ```no_run
+    /// use forkless::prelude::*;
+    ///
+    /// #[derive(clap::Args, Debug)]
+    /// struct AppArgs {
+    ///     /// The greeting to answer with.
+    ///     #[arg(long, default_value = "hello")]
+    ///     greeting: String,
+    /// }
+    ///
+    /// #[shard_main(args = AppArgs)]
+    /// async fn main(shard: Shard) -> Result<(), forkless::Error> {
+    ///     let greeting = shard.args::<AppArgs>().map_or("hello", |a| &a.greeting).to_owned();
+    ///     shard
+    ///         .serve(move |_req: Request| {
+    ///             let greeting = greeting.clone();
+    ///             async move { greeting }
+    ///         })
+    ///         .await
+    /// }
+    /// ```
+    pub fn args<T: std::any::Any>(&self) -> Option<&T> {
+        self.config().get_app_args()
+    }
+
     /// Whether a shutdown has begun.
     pub fn is_stopping(&self) -> bool {
         self.inner.core.stopping.is_set()

@@ -516,7 +516,7 @@ impl Shell {
         let mut out = std::io::stdout().lock();
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         for addr in &self.addrs {
-            let _ = writeln!(out, "listening on {scheme}://{addr}");
+            crate::log::announce(&mut out, "listening on", &format!("{scheme}://{addr}"));
         }
         let _ = out.flush();
         tracing::info!(

@@ -107,8 +107,14 @@ impl Protocol {
 pub(crate) async fn serve<H: Handler>(stream: Socket, shared: &Shared<H>, closing: impl FnOnce()) {
     // Responses are flushed whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
+    // getpeername(2) only for the access log.
+    let peer = shared
+        .app
+        .access
+        .as_ref()
+        .and_then(|_| stream.peer_addr().ok());
     match &shared.tls {
-        None => serve_protocol(stream, Protocol::Http1, shared, closing).await,
+        None => serve_protocol(stream, Protocol::Http1, shared, peer, closing).await,
         Some(config) => {
             // The handshake may take the header read timeout, like a head.
             let timeout = shared.limits.header_read_timeout;
@@ -116,7 +122,7 @@ pub(crate) async fn serve<H: Handler>(stream: Socket, shared: &Shared<H>, closin
                 return;
             };
             let protocol = Protocol::negotiated(stream.alpn_protocol());
-            serve_protocol(stream, protocol, shared, closing).await;
+            serve_protocol(stream, protocol, shared, peer, closing).await;
         }
     }
 }
@@ -127,9 +133,11 @@ async fn serve_protocol<H: Handler, S: Transport>(
     stream: S,
     protocol: Protocol,
     shared: &Shared<H>,
+    peer: Option<std::net::SocketAddr>,
     closing: impl FnOnce(),
 ) {
     let requests = Rc::new(Requests::default());
+    requests.set_peer(peer);
     let drain = Drain::new(&shared.stopping, &requests);
     let (conn, linger) = match protocol {
         Protocol::Http1 => match serve_http1(stream, shared, &requests, &drain).await {

@@ -118,14 +118,19 @@ async fn serve_requests<H: Handler, S: Transport>(
             }
         };
         let head_only = request.method() == Method::HEAD;
+        let seen = (app.access.as_ref()).map(|log| log.seen(&request, requests.peer()));
         let started = Instant::now();
         let response = service::answer(app, requests, request).await;
         let response = service::stamp(app, requests, response, started);
         let (mut parts, body) = response.into_parts();
         let length = BodyLength::of(&body);
         let encoded = conn.write(|out| encode_head(&mut parts, head_only, length, out));
+        let status = parts.status.as_u16();
         let written = write_body(conn, body, encoded.framing).await;
         requests.fast_answered();
+        if let (Some(log), Some(seen)) = (&app.access, seen) {
+            log.log(seen, status, *written.as_ref().unwrap_or(&0));
+        }
         if let Err(error) = written {
             tracing::debug!(%error, "response body failed; closing the connection");
             return FastEnd::Closed;
@@ -396,16 +401,18 @@ fn parse_length(value: &HeaderValue) -> Option<u64> {
 /// Writes the body as `framing` says, waiting for room in the output
 /// buffer as it goes. An error (the body failed, or did not match its
 /// length) means the connection cannot go on.
-async fn write_body<S: Transport>(conn: &Conn<S>, body: Body, framing: Framing) -> io::Result<()> {
+async fn write_body<S: Transport>(conn: &Conn<S>, body: Body, framing: Framing) -> io::Result<u64> {
     if framing == Framing::Empty {
-        return Ok(());
+        return Ok(0);
     }
     let mut body = pin!(body);
     let mut written = 0u64;
     loop {
         poll_fn(|cx| conn.poll_room(cx)).await?;
         let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await else {
-            return conn.write(|out| encode_end(&framing, written, out));
+            return conn
+                .write(|out| encode_end(&framing, written, out))
+                .map(|()| written);
         };
         let frame = frame.map_err(io::Error::other)?;
         conn.write(|out| encode_frame(&framing, frame, &mut written, out))?;

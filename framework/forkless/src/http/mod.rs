@@ -59,6 +59,7 @@
 //! (a WebSocket) to a task of the handler's, on the same shard.
 
 mod accept;
+mod access;
 mod admission;
 mod body;
 mod body_read;

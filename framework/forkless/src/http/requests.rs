@@ -39,6 +39,8 @@ pub(crate) struct Requests {
     draining: Cell<bool>,
     switched: Cell<bool>,
     upgrade: RefCell<Option<UpgradeTask>>,
+    /// The client's address, noted only for the access log.
+    peer: Cell<Option<std::net::SocketAddr>>,
 }
 
 impl Requests {
@@ -50,6 +52,16 @@ impl Requests {
 
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.get()
+    }
+
+    /// Notes the client's address (for the access log).
+    pub(crate) fn set_peer(&self, peer: Option<std::net::SocketAddr>) {
+        self.peer.set(peer);
+    }
+
+    /// The client's address, if it was noted.
+    pub(crate) fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.peer.get()
     }
 
     /// The adapter let a head through.

@@ -31,6 +31,7 @@ use hyper::server::conn::http1;
 
 use super::Handler;
 use super::accept::{Acceptor, into_glommio};
+use super::access::AccessLogger;
 use super::admission::Admission;
 use super::connection::{self, Shared};
 use super::service::App;
@@ -139,6 +140,7 @@ pub(crate) async fn serve<H: Handler>(
                 handler,
                 shard_header,
                 counters: Arc::clone(&shard.counters),
+                access: AccessLogger::new(shard.config.access_log, shard.id.get()),
             }),
             counters: Arc::clone(&shard.counters),
             builder,
@@ -156,6 +158,17 @@ pub(crate) async fn serve<H: Handler>(
     });
     tracing::debug!(listeners = listeners.len(), "serving");
     let handoffs = crate::spawn(take_handoffs(ctx.clone()));
+    let access_flush = ctx.shared.app.access.is_some().then(|| {
+        let app = ctx.shared.app.clone();
+        crate::spawn(async move {
+            loop {
+                crate::time::sleep(super::access::FLUSH_EVERY).await;
+                if let Some(log) = &app.access {
+                    log.flush();
+                }
+            }
+        })
+    });
     ctx.balance.serving(ctx.me, incarnation, true);
     shard.report_listening();
     let adopted = adopted.map(|adopted| {
@@ -185,6 +198,8 @@ pub(crate) async fn serve<H: Handler>(
     // then what is left on its way, so none is stranded in the queue.
     ctx.admission.drained().await;
     drop(handoffs);
+    // The last lines are written when the logger drops, with the app.
+    drop(access_flush);
     take_waiting_handoffs(&ctx);
     ctx.admission.drained().await;
     Ok(())

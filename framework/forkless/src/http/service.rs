@@ -26,6 +26,7 @@ use futures::FutureExt;
 use http::header::{CONNECTION, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::access::AccessLogger;
 use super::requests::{Requests, Tracked};
 use super::upgrade::Offer;
 use super::{Body, Handler, Incoming, IntoResponse, Request};
@@ -40,6 +41,8 @@ pub(crate) struct App<H> {
     pub(crate) handler: H,
     pub(crate) shard_header: HeaderValue,
     pub(crate) counters: Arc<ShardCounters>,
+    /// The access log, `None` when off (`access.rs`).
+    pub(crate) access: Option<AccessLogger>,
 }
 
 /// The service of one connection.
@@ -71,6 +74,7 @@ impl<H: Handler> hyper::service::Service<http::Request<hyper::body::Incoming>> f
             let response = stamp(&app, &requests, response, started);
             return Box::pin(ready(Ok(track(response, &requests))));
         }
+        let seen = (app.access.as_ref()).map(|log| log.seen(&request, requests.peer()));
         let mut request = request.map(Incoming::hyper);
         let offer = Offer::open(&mut request);
         Box::pin(async move {
@@ -81,6 +85,12 @@ impl<H: Handler> hyper::service::Service<http::Request<hyper::body::Incoming>> f
                 requests.switch(offer.into_task());
             }
             let response = stamp(&app, &requests, response, started);
+            if let (Some(log), Some(seen)) = (&app.access, seen) {
+                let bytes = http_body::Body::size_hint(response.body())
+                    .exact()
+                    .unwrap_or(0);
+                log.log(seen, response.status().as_u16(), bytes);
+            }
             Ok(track(response, &requests))
         })
     }

@@ -1,0 +1,6 @@
+use forkless::Shard;
+
+#[forkless::shard_main(args = "AppArgs")]
+async fn main(shard: Shard) {
+    let _ = shard;
+}
