@@ -154,8 +154,7 @@ impl Server {
             let output = self.output();
             let found = output
                 .lines()
-                .find_map(|line| line.strip_prefix("admin on http://"))
-                .and_then(|addr| addr.trim().parse().ok());
+                .find_map(|line| announced_addr(line, "admin on"));
             if let Some(addr) = found {
                 return addr;
             }
@@ -322,12 +321,22 @@ fn collect(
 /// The address of a `listening on http://IP:PORT` line, or of its JSON
 /// form (`--log-format json`): `{"message":"listening on","url":"http://..."}`.
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    announced_addr(line, "listening on")
+}
+
+/// The address of a line announcing `what` (`listening on`, `admin on`),
+/// in text (`admin on http://IP:PORT`) or JSON (`{"message":"admin on",
+/// "url":"http://IP:PORT",..}`).
+pub fn announced_addr(line: &str, what: &str) -> Option<SocketAddr> {
     let json;
-    let url = match line.strip_prefix("listening on ") {
+    let url = match line
+        .strip_prefix(what)
+        .and_then(|rest| rest.strip_prefix(' '))
+    {
         Some(url) => url,
         None if line.starts_with('{') => {
             json = serde_json::from_str::<serde_json::Value>(line).ok()?;
-            if json["message"] != "listening on" {
+            if json["message"] != what {
                 return None;
             }
             json["url"].as_str()?

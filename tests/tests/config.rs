@@ -259,9 +259,16 @@ fn json_mode_prints_only_json_and_logs_requests_as_json() {
         "json",
         "--access-log",
         "json",
+        "--admin",
+        "127.0.0.1:0",
     ]);
     let mut server = Server::start_command(command);
     let sent = send_requests(&server, 10);
+    assert_eq!(
+        forkless_tests::get_at(server.admin_addr(), "/livez").status,
+        200,
+        "the admin line is JSON too, and names the admin address"
+    );
     server.signal(libc::SIGTERM);
     assert!(
         server.wait_exit(Duration::from_secs(10)).is_some(),

@@ -62,7 +62,7 @@ pub(crate) enum Invocation {
 
 /// The `--admin` help: the route list of `admin/mod.rs`.
 const ADMIN_HELP: &str = "Serve the admin endpoint on this address (off the shards): \
-GET /livez, /readyz, /status, /metrics; POST /reload (rolling reload), POST /upgrade \
+GET / (a live web dashboard), /livez, /readyz, /status, /metrics; POST /reload (rolling reload), POST /upgrade \
 (binary upgrade). Port 0 picks one. Off by default";
 
 #[derive(Args, Debug)]

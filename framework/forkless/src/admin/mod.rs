@@ -91,7 +91,7 @@ pub(crate) fn start(
 fn announce(addr: SocketAddr) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "admin on http://{addr}");
+    crate::log::announce(&mut out, "admin on", &format!("http://{addr}"));
     let _ = out.flush();
     tracing::info!(%addr, "admin endpoint listening");
 }
